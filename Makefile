@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make repro` (set up + run the pipeline) and
+# `make test` (set up + run the tests). Everything installs into .venv from the
+# exact pins in requirements.lock.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# Stage commands in dvc.yaml call `python`: make it the venv's.
+export PATH := $(BIN):$(PATH)
+
+HOST ?= 127.0.0.1
+PORT ?= 5000
+MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: setup repro test test-fast ui bench lint lock clean
+
+# Rebuilt from scratch whenever the lock file changes, so nothing stale survives.
+$(VENV)/.deps: requirements.lock
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==26.3
+	$(BIN)/pip install --disable-pip-version-check -r requirements.lock
+	touch $@
+
+$(VENV)/.pkg: $(VENV)/.deps pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.pkg
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
+
+bench: setup
+	$(BIN)/python -m mnistlab.bench
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lock: setup
+	{ echo "# Exact versions of every dependency (Python 3.11, x86_64); \`make\` installs them into .venv."; \
+	  echo "# Regenerate after changing a pin: make lock"; \
+	  $(BIN)/pip freeze --all --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV)
