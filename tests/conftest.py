@@ -78,8 +78,7 @@ TINY = {
 }
 
 
-@pytest.fixture
-def scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
+def make_scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
     """A fresh git + DVC repo holding this project's files, on the tiny profile.
 
     Never copies .venv, data, models or the DVC cache; MNIST comes from the
@@ -99,3 +98,8 @@ def scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"],
         cwd=repo)
     return repo
+
+
+@pytest.fixture
+def scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
+    return make_scratch_repo(tmp_path, mnist_raw)

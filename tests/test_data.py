@@ -114,7 +114,8 @@ def _fake_wheel(folder: Path, tiny: dict[str, np.ndarray]) -> Path:
             images = tiny[f"{prefix}-images-idx3-ubyte"].reshape(-1, 784)
             labels = tiny[f"{prefix}-labels-idx1-ubyte"]
             rows = ["label," + ",".join(f"p{i}" for i in range(784))]
-            rows += [",".join(map(str, [lab, *img])) for lab, img in zip(labels, images)]
+            pairs = zip(labels, images, strict=True)
+            rows += [",".join(map(str, [lab, *img])) for lab, img in pairs]
             zf.writestr(member, "\n".join(rows) + "\n")
     return wheel
 

@@ -63,6 +63,7 @@ class TrainParams(_Section):
     log_every: PosInt = 50
     val_every: NonNegInt = 0  # 0 = validate at the end of every epoch
     channels_last: bool = True
+    augment_shift: Annotated[int, Field(ge=0, le=8)] = 0  # random translation, in pixels
 
 
 class EvaluateParams(_Section):

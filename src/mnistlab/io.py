@@ -54,3 +54,16 @@ def to_json(obj: Any) -> str:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, to_json(obj))
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write dict rows as CSV (header from the first row; ``None`` as an empty cell)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    write_text(path, buf.getvalue())

@@ -6,6 +6,7 @@ to [0, 1], figures show real pixels, and a served model takes raw pixels.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ MNIST_STD = 0.3081
 
 
 class MnistCNN(nn.Module):
-    """conv3x3(32) -> [BN] -> ReLU -> pool2 -> conv3x3(32) -> [BN] -> ReLU -> pool2 -> FC500 -> FC10.
+    """conv3x3(32)-[BN]-ReLU-pool2 -> conv3x3(32)-[BN]-ReLU-pool2 -> FC500-ReLU -> FC10.
 
     Args:
         batch_norm: insert BatchNorm2d after each conv, before its ReLU.
@@ -34,11 +35,12 @@ class MnistCNN(nn.Module):
         super().__init__()
 
         def block(c_in: int) -> nn.Sequential:
-            layers: list[nn.Module] = [nn.Conv2d(c_in, channels, kernel_size=3, padding=1)]
+            layers: dict[str, nn.Module] = {"conv": nn.Conv2d(c_in, channels, 3, padding=1)}
             if batch_norm:
-                layers.append(nn.BatchNorm2d(channels))
-            layers += [nn.ReLU(), nn.MaxPool2d(kernel_size=2, stride=2)]
-            return nn.Sequential(*layers)
+                layers["bn"] = nn.BatchNorm2d(channels)
+            layers["relu"] = nn.ReLU()
+            layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+            return nn.Sequential(OrderedDict(layers))
 
         self.conv1 = block(1)  # (B, 1, 28, 28) -> (B, C, 14, 14)
         self.conv2 = block(channels)  # (B, C, 14, 14) -> (B, C, 7, 7)

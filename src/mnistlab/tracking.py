@@ -113,6 +113,26 @@ class StageRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
+    def log_model(self, model: Any, registered_name: str) -> None:
+        """Log a torch model (exported in eval mode) and register it as ``registered_name``.
+
+        MLflow's default pt2 format exports the graph with torch.export: a model exported
+        in train mode would serve batch-dependent BatchNorm predictions, so it is put in
+        eval mode first. Inputs are raw pixels ``(B, 1, 28, 28)`` in [0, 1].
+        """
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.eval().cpu()
+        example = np.full((2, 1, 28, 28), 0.5, dtype=np.float32)
+        with torch.inference_mode():
+            output = model(torch.from_numpy(example)).numpy()
+        self._mlflow.pytorch.log_model(
+            model, name="model", input_example=example,
+            signature=infer_signature(example, output), registered_model_name=registered_name,
+        )
+
     @property
     def mlflow(self) -> Any:
         """The mlflow module, for the few calls a stage needs directly (log_model)."""
@@ -168,7 +188,8 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
     try:
         flat = {}
         for section, value in params.items():
-            flat.update(flatten(value, section) if hasattr(value, "model_dump") else {section: value})
+            nested = hasattr(value, "model_dump")
+            flat.update(flatten(value, section) if nested else {section: value})
         if flat:
             mlflow.log_params({k: str(v) for k, v in flat.items()})
         yield StageRun(mlflow, run.info.run_id)
@@ -180,3 +201,4 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
         raise
     finally:
         mlflow.end_run(status=status)
+
