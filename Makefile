@@ -3,15 +3,17 @@
 # exact pins in requirements.lock.
 PYTHON ?= python3.11
 VENV   := .venv
-BIN    := $(CURDIR)/$(VENV)/bin
+BIN    := $(abspath $(VENV))/bin
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 
 HOST ?= 127.0.0.1
 PORT ?= 5000
+MODEL ?= cnn_bn
+SERVE_PORT ?= 5001
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup repro test test-fast ui bench lint lock clean
+.PHONY: setup browser repro test test-fast ui serve bench lint lock clean
 
 # Rebuilt from scratch whenever the lock file changes, so nothing stale survives.
 $(VENV)/.deps: requirements.lock
@@ -27,10 +29,17 @@ $(VENV)/.pkg: $(VENV)/.deps pyproject.toml
 
 setup: $(VENV)/.pkg
 
+# The report test renders report/index.html in headless Chromium (Debian's package).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 repro: setup
 	$(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	$(BIN)/pytest
 
 test-fast: setup
@@ -38,6 +47,13 @@ test-fast: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
+
+# Serve the latest registered mnist-$(MODEL) over HTTP (after `make repro`):
+#   curl -X POST -H 'Content-Type: application/json' --data '{"inputs": ...}' \
+#        http://127.0.0.1:$(SERVE_PORT)/invocations
+serve:
+	MLFLOW_TRACKING_URI=$(MLFLOW_URI) $(BIN)/mlflow models serve -m models:/mnist-$(MODEL)/latest \
+	  --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 bench: setup
 	$(BIN)/python -m mnistlab.bench

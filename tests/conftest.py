@@ -75,6 +75,15 @@ TINY = {
     "data": {"sources": ["local"]},  # local_dir is filled in with the cached download
     "train": {"epochs": 1, "train_limit": 2000, "val_size": 500, "log_every": 5},
     "evaluate": {"test_limit": 1000},
+    "visualize": {"occlusion": {"n_images": 4, "stride": 3}},
+    "attacks": {
+        "class_model": {"steps": 20},
+        "targeted": {"steps": 20},
+        "noise": {"steps": 20},
+        "fgsm": {"n_images": 100, "eps": [0.0, 0.1, 0.3]},
+        "pgd": {"n_images": 100, "eps": [0.0, 0.1, 0.3], "steps": 5},
+    },
+    "transfer": {"n_images": 100},
 }
 
 

@@ -96,5 +96,172 @@ def test_model_override_reruns_only_that_model(built: Path) -> None:
     out = run(["dvc", "repro"], cwd=built)
     executed = ran(out.stdout)
     assert {"train@cnn_bn", "evaluate@cnn_bn"} <= executed
-    assert all("cnn_bn" in s or s == "validate_params" for s in executed), executed
+    shared = {"validate_params", "transfer", "report"}  # read both models, or params.yaml
+    assert all("cnn_bn" in s or s in shared for s in executed), executed
     assert (built / "metrics/evaluate/cnn.json").read_text() == before
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc, timeout: float = 120) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(1)
+    raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+@pytest.fixture
+def server(built: Path):
+    """A real `mlflow server` on loopback over the scratch repo's store."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{built}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=built, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/health", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_mlflow_server_over_http(built: Path, server: str) -> None:
+    import json as _json
+    import urllib.request
+
+    body = _json.dumps({"experiment_names": ["mnistlab"]}).encode()
+    req = urllib.request.Request(f"{server}/api/2.0/mlflow/experiments/get-by-name"
+                                 "?experiment_name=mnistlab")
+    exp_id = _json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
+    body = _json.dumps({"experiment_ids": [exp_id], "max_results": 1000}).encode()
+    req = urllib.request.Request(f"{server}/api/2.0/mlflow/runs/search", data=body,
+                                 headers={"Content-Type": "application/json"})
+    runs = _json.load(urllib.request.urlopen(req))["runs"]
+    by_name = {}
+    for r in runs:
+        tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+        by_name.setdefault(tags["mlflow.runName"], []).append(r)
+    stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
+    assert stages - {"validate_params"} <= set(by_name)
+    (train,) = by_name["train@cnn_bn"][:1]
+    params = {p["key"]: p["value"] for p in train["data"]["params"]}
+    metrics = {m["key"]: m["value"] for m in train["data"]["metrics"]}
+    assert params["train.epochs"] == "1" and "val_accuracy" in metrics
+    models = _json.load(urllib.request.urlopen(
+        f"{server}/api/2.0/mlflow/registered-models/search"))["registered_models"]
+    assert {"mnist-cnn", "mnist-cnn_bn"} <= {m["name"] for m in models}
+
+
+def test_make_serve_classifies_posted_images(built: Path) -> None:
+    import json as _json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from mnistlab import data
+
+    port = _free_port()
+    venv = Path(sys.executable).parent.parent
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "serve", "MODEL=cnn_bn", f"SERVE_PORT={port}",
+         f"VENV={venv}"],
+        cwd=built, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{url}/ping", proc, timeout=180)
+        images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
+        x = (images[:20].unsqueeze(1).float() / 255).tolist()
+        req = urllib.request.Request(f"{url}/invocations", data=_json.dumps({"inputs": x}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        preds = _json.load(urllib.request.urlopen(req))["predictions"]
+        digits = [max(range(10), key=row.__getitem__) for row in preds]
+        assert len(digits) == 20
+        assert sum(d == y for d, y in zip(digits, labels[:20].tolist(), strict=True)) >= 10
+
+        bad = urllib.request.Request(f"{url}/invocations", data=b'{"inputs": "not an image"}',
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(bad)
+        assert 400 <= info.value.code < 500
+        assert "message" in _json.loads(info.value.read())
+        assert proc.poll() is None  # still serving after the bad request
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    page_path = built / "report" / "index.html"
+    html = page_path.read_text()
+    for needle in ("Part 1", "Part 2", "Part 3", "97.96%", "99.23%", "799,078", "574"):
+        assert needle in html, needle
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(images) >= 30
+    assert [alt for alt, ok in images if not ok] == []
+    assert "missing figure" not in html
+    assert (tmp_path / "report.png").stat().st_size > 50_000
+
+
+def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
+    import json as _json
+
+    out = run(["dvc", "plots", "show", "--json"], cwd=built)
+    plots = _json.loads(out.stdout)
+    assert "errors" not in plots or not plots["errors"], plots.get("errors")
+    rendered = plots.get("data", plots)
+    names = set(rendered)
+    for title in ("Training loss", "Validation accuracy", "Robust accuracy vs eps",
+                  "Test confusion (cnn)", "Class-model cost (cnn_bn)"):
+        assert title in names, names
+    pngs = [n for n in names if n.endswith(".png")]
+    assert len(pngs) >= 30
+    for name, entries in rendered.items():
+        assert entries, f"plot {name} rendered nothing"

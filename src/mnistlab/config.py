@@ -86,7 +86,7 @@ class VisualizeParams(_Section):
 
 
 class ClassModelParams(_Section):
-    steps: PosInt = 200
+    steps: PosInt = 100
     lr: PosFloat = 0.1
     l2: NonNegFloat = 0.0
     init_mean: Pixel = 0.5
@@ -97,7 +97,7 @@ class TargetedParams(_Section):
     targets: Annotated[list[ClassIdx], Field(min_length=1)] = [2, 3, 6]
     steps: PosInt = 100
     lr: PosFloat = 0.01
-    beta: NonNegFloat = 0.05
+    beta: NonNegFloat = 0.5
 
 
 class NoiseParams(_Section):
@@ -108,16 +108,20 @@ class NoiseParams(_Section):
     n_transfer_other: NonNegInt = 4
     steps: PosInt = 100
     lr: PosFloat = 0.01
-    penalty: NonNegFloat = 0.05
+    penalty: NonNegFloat = 0.2
+    # logit: maximise logit_target - penalty*||N||^2 (the report's); ce: cross-entropy.
+    objective: Literal["logit", "ce"] = "logit"
 
 
 class FGSMParams(_Section):
     n_images: PosInt = 1000
+    batch_size: PosInt = 500
     eps: EpsGrid = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
 
 
 class PGDParams(_Section):
     n_images: PosInt = 1000
+    batch_size: PosInt = 500
     eps: EpsGrid = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     steps: PosInt = 40
     step_ratio: Annotated[float, Field(gt=0, le=1)] = 0.1  # step size = step_ratio * eps
@@ -126,7 +130,6 @@ class PGDParams(_Section):
 
 
 class AttackParams(_Section):
-    batch_size: PosInt = 500
     class_model: ClassModelParams = ClassModelParams()
     targeted: TargetedParams = TargetedParams()
     noise: NoiseParams = NoiseParams()
@@ -135,7 +138,8 @@ class AttackParams(_Section):
 
 
 class TransferParams(_Section):
-    pgd_eps: Pixel = 0.1
+    pgd_eps: Pixel = 0.1  # PGD examples crafted at this eps on one model, scored on the other
+    n_images: PosInt = 1000
 
 
 class Params(_Section):

@@ -44,8 +44,30 @@ def tracking_uri(env: Mapping[str, str] | None = None, cwd: str | Path | None = 
     env = os.environ if env is None else env
     if env.get("MLFLOW_TRACKING_URI"):
         return env["MLFLOW_TRACKING_URI"]
-    root = Path(env["DVC_ROOT"]) if env.get("DVC_ROOT") else find_root(cwd)
-    return f"sqlite:///{root.resolve() / DB_NAME}"
+    return f"sqlite:///{project_root(env, cwd) / DB_NAME}"
+
+
+def project_root(env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> Path:
+    """``DVC_ROOT`` when DVC runs the stage (the real repo, even for queued experiments
+    running in a temp copy), else the project root above ``cwd``."""
+    env = os.environ if env is None else env
+    return (Path(env["DVC_ROOT"]) if env.get("DVC_ROOT") else find_root(cwd)).resolve()
+
+
+def _ensure_experiment(mlflow: Any, uri: str) -> None:
+    """Select the project's experiment, creating it with artifacts beside the database.
+
+    Without an explicit location MLflow puts artifacts under ``./mlruns`` of the current
+    directory, which for a queued DVC experiment is a temp copy that is deleted.
+    """
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None and uri.startswith("sqlite:"):
+        location = (project_root() / "mlruns").as_uri()
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        except Exception:  # noqa: BLE001 - a concurrent stage created it first
+            if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+                raise
+    mlflow.set_experiment(EXPERIMENT)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -173,7 +195,7 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(EXPERIMENT)
+        _ensure_experiment(mlflow, uri)
     except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(f"MLflow tracking store {uri} is unreachable: {reason}") from None

@@ -1,0 +1,63 @@
+"""`dvc exp run` and queued experiments in parallel: their MLflow runs land in the
+project's own store (not DVC's temp copy), tagged with the experiment name."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+TARGET = "evaluate@cnn"  # download -> train@cnn -> evaluate@cnn: enough to exercise tracking
+
+
+def _runs_by_exp(repo: Path) -> dict[str, list]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("mnistlab")
+    out: dict[str, list] = {}
+    for r in client.search_runs([exp.experiment_id], max_results=1000):
+        out.setdefault(r.data.tags.get("dvc_exp_name", ""), []).append(r)
+    return out
+
+
+def test_exp_run_set_param(scratch_repo: Path) -> None:
+    repo = scratch_repo
+    run(["dvc", "exp", "run", TARGET, "-n", "lr-up", "-S", "train.lr=0.004"], cwd=repo)
+    runs = _runs_by_exp(repo)["lr-up"]
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["download", "evaluate@cnn", "train@cnn"]
+    (train,) = [r for r in runs if r.info.run_name == "train@cnn"]
+    assert train.data.params["train.lr"] == "0.004"
+    show = run(["dvc", "exp", "show", "--csv"], cwd=repo).stdout
+    assert "lr-up" in show and "test_accuracy" in show
+    assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+
+
+def test_two_queued_experiments_in_parallel(scratch_repo: Path) -> None:
+    repo = scratch_repo
+    for name, seed in (("q-one", 1), ("q-two", 2)):
+        run(["dvc", "exp", "run", TARGET, "--queue", "-n", name, "-S", f"seed={seed}"], cwd=repo)
+    run(["dvc", "queue", "start", "-j", "2"], cwd=repo)
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], cwd=repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "q-one"], cwd=repo,
+                                                 check=False).stdout
+    assert status.count("Success") == 2, status
+    runs = _runs_by_exp(repo)
+    for name, seed in (("q-one", 1), ("q-two", 2)):
+        got = runs.get(name, [])
+        assert sorted(r.info.run_name for r in got) == ["download", "evaluate@cnn", "train@cnn"]
+        assert all(r.info.status == "FINISHED" for r in got)
+        assert {r.data.params.get("seed") for r in got if "seed" in r.data.params} == {str(seed)}
+        # artifacts went to the real repo, not the deleted temp workspace
+        (train,) = [r for r in got if r.info.run_name == "train@cnn"]
+        assert train.info.artifact_uri.startswith((repo / "mlruns").resolve().as_uri())

@@ -1,0 +1,325 @@
+"""Looking inside the CNNs: filters, feature maps, occlusion maps and their figures."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from mnistlab import data
+from mnistlab.config import parse_params
+from mnistlab.figures import visualize as figs
+from mnistlab.inspect import (
+    activations,
+    conv_filters,
+    occlusion_maps,
+    occlusion_maps_naive,
+    patch_starts,
+    pick_images,
+)
+from mnistlab.models import build_model
+from mnistlab.train import split_train_val, to_pixels, train_model
+from mnistlab.utils import set_seeds
+
+
+class OnePixel(nn.Module):
+    """Logits ``[w * (x[r, c] - 1/2), 0, ..., 0]``: only pixel ``(r, c)`` matters.
+
+    With pixel value 1 it predicts class 0; painted to 0 it predicts class 1.
+    """
+
+    def __init__(self, r: int, c: int, w: float = 4.0) -> None:
+        super().__init__()
+        self.r, self.c = r, c
+        self.w = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(x), 10, dtype=x.dtype, device=x.device)
+        logits[:, 0] = self.w * (x[:, 0, self.r, self.c] - 0.5)
+        return logits
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Small CPU work on a shared 2-core machine runs many times faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The naive loop makes ~1000 single-image calls; threads only add sync overhead."""
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_raw: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A cnn trained for two epochs on 1000 images (~88%), and 10 test images as pixels."""
+    images, labels = data.load_mnist(mnist_raw, "train", verify=False)  # mnist_raw verified
+    test_x, test_y = data.load_mnist(mnist_raw, "test", verify=False)
+    tx, ty, vx, vy = split_train_val(images, labels, 200, seed=0, train_limit=1000)
+    cfg = parse_params({"train": {"epochs": 2, "batch_size": 32}}).train
+    set_seeds(0)
+    model = build_model("cnn")
+    with single_thread():
+        train_model(model, tx, ty, vx, vy, cfg, seed=0, progress=False)
+    idx = pick_images(test_y, 10, seed=1)
+    return model, to_pixels(test_x[idx]), test_y[idx]
+
+
+def covered(starts: torch.Tensor, patch: int, pixel: int) -> torch.Tensor:
+    """Which top-left offsets put ``pixel`` inside the patch, ``(len(starts),)`` bool."""
+    return (starts <= pixel) & (pixel < starts + patch)
+
+
+# --------------------------------------------------------------------------- occlusion
+
+
+def _check_summaries(res, stride: int) -> None:
+    """argmin, min_prob, pred_at_min and mean_drop all describe the map's minimum."""
+    n = len(res.maps)
+    rows, cols = res.argmin.unbind(1)
+    assert torch.equal(res.maps[torch.arange(n), rows // stride, cols // stride], res.min_prob)
+    assert torch.equal(res.min_prob, res.maps.flatten(1).min(1).values)
+    assert torch.equal(res.preds[torch.arange(n), rows // stride, cols // stride],
+                       res.pred_at_min)
+    assert torch.allclose(res.base_prob - res.maps.mean((1, 2)), res.mean_drop)
+
+
+@pytest.mark.parametrize(("patch", "stride", "n"), [(5, 3, 3), (4, 2, 2), (6, 1, 1), (28, 1, 4)])
+def test_batched_occlusion_equals_naive_loop(trained, one_thread, patch: int, stride: int,
+                                             n: int) -> None:
+    """The trained cnn in float64, so the only difference left is the algorithm."""
+    model, images, labels = trained
+    double = build_model("cnn").double()
+    double.load_state_dict(model.state_dict())
+    x, y = images[:n], labels[:n]
+    fast = occlusion_maps(double, x, y, patch, stride, fill=0.5, batch_size=50)
+    slow = occlusion_maps_naive(double, x, y, patch, stride, fill=0.5)
+    side = (28 - patch) // stride + 1
+    assert fast.maps.shape == slow.maps.shape == (n, side, side)
+    assert fast.maps.dtype == slow.maps.dtype == torch.float64
+    for a, b in ((fast.maps, slow.maps), (fast.base_prob, slow.base_prob),
+                 (fast.min_prob, slow.min_prob), (fast.mean_drop, slow.mean_drop)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)  # far inside the 1e-6 asked
+    for a, b in ((fast.argmin, slow.argmin), (fast.pred_at_min, slow.pred_at_min),
+                 (fast.preds, slow.preds), (fast.base_pred, slow.base_pred)):
+        assert torch.equal(a, b)
+    _check_summaries(fast, stride)
+    assert (fast.base_prob > fast.min_prob).all()  # some patch position hurts the true class
+
+
+@pytest.mark.parametrize(("patch", "stride", "n"), [(5, 3, 3), (6, 1, 2)])
+def test_batched_occlusion_close_to_naive_loop_in_float32(trained, one_thread, patch: int,
+                                                          stride: int, n: int) -> None:
+    """In float32 a batch of 50 and a batch of 1 take different conv kernels: measured
+    differences reach ~1e-6 (a dozen float32 ulps), so allow 5e-6."""
+    model, images, labels = trained
+    x, y = images[:n], labels[:n]
+    fast = occlusion_maps(model, x, y, patch, stride, fill=0.5, batch_size=50)
+    slow = occlusion_maps_naive(model, x, y, patch, stride, fill=0.5)
+    assert fast.maps.dtype == torch.float32
+    torch.testing.assert_close(fast.maps, slow.maps, atol=5e-6, rtol=0)
+    torch.testing.assert_close(fast.base_prob, slow.base_prob, atol=5e-6, rtol=0)
+    assert torch.equal(fast.base_pred, slow.base_pred)
+    assert (fast.preds != slow.preds).float().mean() < 0.01  # only near-ties may flip
+    _check_summaries(fast, stride)
+    _check_summaries(slow, stride)
+
+
+@pytest.mark.parametrize("naive", [False, True])
+@pytest.mark.parametrize(("pixel", "patch", "stride"),
+                         [((10, 17), 5, 3), ((13, 14), 6, 1), ((0, 0), 1, 1), ((27, 27), 5, 3),
+                          ((20, 3), 28, 1)])
+def test_one_pixel_model_drops_exactly_where_the_patch_covers(pixel: tuple[int, int], patch: int,
+                                                              stride: int, naive: bool) -> None:
+    r, c = pixel
+    model = OnePixel(r, c)
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images[:, 0, r, c] = 1.0
+    labels = torch.zeros(3, dtype=torch.long)
+    if naive:
+        res = occlusion_maps_naive(model, images, labels, patch, stride, fill=0.0)
+    else:
+        res = occlusion_maps(model, images, labels, patch, stride, fill=0.0, batch_size=64)
+
+    starts = patch_starts(patch, stride)
+    expect = covered(starts, patch, r)[:, None] & covered(starts, patch, c)[None, :]
+    high, low = math.exp(2) / (math.exp(2) + 9), math.exp(-2) / (math.exp(-2) + 9)  # x=1, 0
+    assert torch.allclose(res.base_prob, torch.tensor(high, dtype=torch.float64))
+    assert torch.equal(res.maps < res.base_prob[:, None, None] - 1e-9,
+                       expect.expand_as(res.maps))
+    assert torch.allclose(res.maps[:, expect], torch.tensor(low, dtype=torch.float64))
+    assert torch.allclose(res.maps[:, ~expect], torch.tensor(high, dtype=torch.float64))
+    assert torch.equal(res.preds, torch.where(expect, 1, 0).expand_as(res.preds))
+    assert (res.base_pred == 0).all()
+    if expect.any():  # first covering position in row-major order, as pixel offsets
+        i, j = (int(v) for v in expect.nonzero()[0])
+        assert res.argmin.tolist() == [[int(starts[i]), int(starts[j])]] * 3
+        assert (res.pred_at_min == 1).all()
+        assert torch.allclose(res.min_prob, torch.tensor(low, dtype=torch.float64))
+    else:  # stride 3 from 0 never reaches pixel 27 with a 5-pixel patch (last start 21)
+        assert torch.equal(res.mean_drop, torch.zeros(3, dtype=torch.float64))
+        assert (res.pred_at_min == 0).all()
+
+
+@pytest.mark.parametrize(("patch", "stride", "side"),
+                         [(6, 1, 23), (5, 3, 8), (1, 1, 28), (3, 5, 6), (7, 7, 4), (28, 1, 1),
+                          (28, 5, 1), (27, 2, 1), (2, 30, 1)])
+def test_map_shape(patch: int, stride: int, side: int) -> None:
+    model = OnePixel(5, 5)
+    images, labels = torch.rand(2, 1, 28, 28), torch.tensor([0, 3])
+    res = occlusion_maps(model, images, labels, patch, stride, fill=0.5, batch_size=64)
+    assert res.maps.shape == res.preds.shape == (2, side, side)
+    assert res.argmin.shape == (2, 2) and res.argmin.dtype == torch.long
+    for t in (res.base_prob, res.min_prob, res.pred_at_min, res.mean_drop, res.base_pred):
+        assert t.shape == (2,)
+    assert res.starts.tolist() == list(range(0, 28 - patch + 1, stride))
+    assert (res.argmin >= 0).all() and (res.argmin <= 28 - patch).all()
+
+
+def test_chunking_does_not_change_the_result() -> None:
+    """Chunks cut across images and positions; every cut must land in the right cell."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).double()
+    images, labels = torch.rand(3, 1, 28, 28), torch.tensor([1, 7, 4])
+    ref = occlusion_maps_naive(model, images, labels, patch=4, stride=3)
+    for batch_size in (1, 7, 81, 243, 10_000):
+        res = occlusion_maps(model, images, labels, patch=4, stride=3, batch_size=batch_size)
+        torch.testing.assert_close(res.maps, ref.maps, atol=1e-12, rtol=0)
+        assert torch.equal(res.preds, ref.preds) and torch.equal(res.argmin, ref.argmin)
+    assert len({tuple(m.flatten().tolist()) for m in ref.maps}) == 3  # images differ
+
+
+def test_bad_arguments_raise() -> None:
+    model = OnePixel(0, 0)
+    images, labels = torch.rand(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    for fn in (occlusion_maps, occlusion_maps_naive):
+        with pytest.raises(ValueError, match="larger than"):
+            fn(model, images, labels, patch=29, stride=1)
+        with pytest.raises(ValueError, match="positive"):
+            fn(model, images, labels, patch=0, stride=1)
+        with pytest.raises(ValueError, match="positive"):
+            fn(model, images, labels, patch=3, stride=0)
+        with pytest.raises(ValueError, match="N, 1, 28, 28"):
+            fn(model, images[:, 0], labels, patch=3, stride=1)
+        with pytest.raises(ValueError, match="float"):
+            fn(model, (images * 255).to(torch.uint8), labels, patch=3, stride=1)
+        with pytest.raises(ValueError, match="labels"):
+            fn(model, images, labels[:1], patch=3, stride=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        occlusion_maps(model, images, labels, patch=3, stride=1, batch_size=0)
+
+
+def test_result_rows(trained) -> None:
+    model, images, labels = trained
+    res = occlusion_maps(model, images[:3], labels[:3], patch=7, stride=7)
+    rows = res.rows(torch.tensor([11, 22, 33]), labels[:3])
+    assert [r["index"] for r in rows] == [11, 22, 33]
+    assert [r["true"] for r in rows] == labels[:3].tolist()
+    assert rows[1]["min_prob"] == pytest.approx(float(res.min_prob[1]))
+    assert [rows[1]["min_row"], rows[1]["min_col"]] == res.argmin[1].tolist()
+
+
+# --------------------------------------------------------------------------- filters, maps
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn_bn"])
+def test_conv_filters_and_activations(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    filters = conv_filters(model)
+    assert filters["conv1"].shape == (32, 1, 3, 3) and filters["conv2"].shape == (32, 32, 3, 3)
+    assert all(not w.requires_grad and w.device.type == "cpu" for w in filters.values())
+    assert torch.equal(filters["conv2"], model.conv2.conv.weight.detach())
+    filters["conv1"].zero_()  # a copy: the model is untouched
+    assert model.conv1.conv.weight.abs().sum() > 0
+
+    image = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    acts = activations(model, image)
+    assert acts["conv1"].shape == (32, 28, 28) and acts["conv2"].shape == (32, 14, 14)
+    assert all((a >= 0).all() and (a > 0).any() for a in acts.values())
+    # conv1's maps are ReLU(conv(normalised pixels)), with BN when the model has it
+    with torch.no_grad():
+        expect = model.conv1[:-1]((image - model.mean) / model.std)[0]
+    torch.testing.assert_close(acts["conv1"], expect)
+    with pytest.raises(ValueError, match="28x28"):
+        activations(model, torch.rand(2, 1, 28, 28))
+
+
+def test_pick_images_is_seeded_and_distinct() -> None:
+    labels = torch.arange(100) % 10
+    a, b = pick_images(labels, 10, seed=5), pick_images(labels, 10, seed=5)
+    assert torch.equal(a, b) and a.dtype == torch.long
+    assert len(set(a.tolist())) == 10 and a.min() >= 0 and a.max() < 100
+    assert not torch.equal(a, pick_images(labels, 10, seed=6))
+    with pytest.raises(ValueError):
+        pick_images(labels, 101, seed=0)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _close(fig: Figure) -> None:
+    plt.close(fig)
+
+
+def test_filter_figures_share_one_zero_centred_scale(trained) -> None:
+    filters = conv_filters(trained[0])
+    for fn, n_axes in ((figs.conv1_filters, 33), (figs.conv2_filters_channel0, 33),
+                       (figs.conv2_filters_all, 2)):
+        fig = fn(filters, model="cnn")
+        try:
+            assert isinstance(fig, Figure)
+            assert len(fig.axes) == n_axes, fn.__name__
+            clims = {im.get_clim() for ax in fig.axes for im in ax.images}
+            assert len(clims) == 1, fn.__name__  # one shared scale for every kernel
+            lo, hi = clims.pop()
+            assert hi > 0 and lo == -hi
+            assert fig.axes[-1].get_ylabel() == "weight"  # the colour bar
+        finally:
+            _close(fig)
+    fig = figs.conv2_filters_all(filters)
+    try:  # the mosaic holds all 32 x 32 kernels of 3x3 with 1-pixel separators
+        assert fig.axes[0].images[0].get_array().shape == (32 * 4 - 1, 32 * 4 - 1)
+    finally:
+        _close(fig)
+
+
+def test_activations_figure(trained) -> None:
+    model, images, labels = trained
+    acts = activations(model, images[:1])
+    fig = figs.activations(images[0], acts, model="cnn", caption=f"true {int(labels[0])}")
+    try:
+        assert isinstance(fig, Figure)
+        assert len(fig.axes) == 1 + 32 + 32 + 2  # input, both layers, a colour bar each
+    finally:
+        _close(fig)
+
+
+@pytest.mark.parametrize("n", [10, 3])
+def test_occlusion_figure(trained, n: int) -> None:
+    model, images, labels = trained
+    res = occlusion_maps(model, images[:n], labels[:n], patch=6, stride=2)
+    fig = figs.occlusion(images[:n], labels[:n], res, patch=6, stride=2, model="cnn")
+    try:
+        assert isinstance(fig, Figure)
+        assert len(fig.axes) == 2 * n + 1  # image and map per example, one colour bar
+        maps = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("min")]
+        assert len(maps) == n
+        assert all(ax.images[0].get_clim() == (0, 1) for ax in maps)
+        assert all(ax.images[0].get_array().shape == (12, 12) for ax in maps)
+    finally:
+        _close(fig)
