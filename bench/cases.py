@@ -135,7 +135,136 @@ def occlusion(args: argparse.Namespace) -> list[list]:
              f"batched forward passes vs one call per position; {source}"]]
 
 
+def pgd(args: argparse.Namespace, n: int = 500) -> list[list]:
+    from mnistlab import attacks
+    from mnistlab.config import parse_params
+
+    raw = _raw(args)
+    cfg = parse_params({}).attacks.pgd
+    images, labels = data.load_mnist(raw, "test")
+    x, y = to_pixels(images[:n]), labels[:n]
+    model, source = _trained("cnn", raw)
+    rows = []
+    for eps in (0.1, 0.3):
+        kw = dict(eps=eps, steps=cfg.steps, step_size=cfg.step_ratio * eps,
+                  random_start=True, batch_size=cfg.batch_size)
+        fast = _best_of(lambda kw=kw: attacks.pgd(model, x, y, early_stop=True,
+                                                  gen=torch.Generator().manual_seed(0), **kw))
+        slow = _best_of(lambda kw=kw: attacks.pgd_textbook(
+            model, x, y, gen=torch.Generator().manual_seed(0), **kw), repeat=1)
+        rows.append([f"pgd cnn eps {eps}", f"images/s ({n} images, {cfg.steps} steps)",
+                     f"{n / fast:,.0f}", f"{n / slow:,.0f}", f"{slow / fast:.1f}x",
+                     f"early exit per image vs the textbook loop; {source}"])
+    return rows
+
+
+def _flops_per_image(model: torch.nn.Module) -> float:
+    """Forward multiply-adds x 2, x 3 for forward + backward (the usual estimate)."""
+    from mnistlab.architecture import describe
+
+    macs = 0
+    for layer in describe(model)["layers"]:
+        out = 1
+        for d in layer["output_shape"]:
+            out *= d
+        if layer["type"] == "Conv2d":
+            macs += layer["weights"] // layer["output_shape"][0] * out
+        elif layer["type"] == "Linear":
+            macs += layer["weights"]
+    return 3 * 2 * macs
+
+
+def _matmul_peak(n: int = 1024, repeat: int = 20) -> float:
+    """Measured fp32 matmul FLOP/s of this CPU with torch's threads (best of a few)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    secs = _best_of(lambda: [a @ b for _ in range(repeat)], repeat=3) / repeat
+    return 2 * n**3 / secs
+
+
+def efficiency(args: argparse.Namespace) -> list[list]:
+    raw = _raw(args)
+    images, labels = data.load_mnist(raw, "train")
+    peak = _matmul_peak()
+    rows = []
+    for name in ("cnn", "cnn_bn"):
+        torch.manual_seed(0)
+        model = build_model(name).to(memory_format=torch.channels_last)
+        ips = _train_steps(model, _ours(images, labels, True), 120)
+        flops = _flops_per_image(build_model(name))
+        rows.append([f"train {name}", "fraction of the CPU's fp32 matmul peak",
+                     f"{flops * ips / 1e9:.1f} GFLOP/s", f"{peak / 1e9:.1f} GFLOP/s",
+                     f"{flops * ips / peak:.0%}",
+                     f"{flops / 1e6:.1f} MFLOP per training image (fwd+bwd), {ips:,.0f} img/s"])
+    return rows
+
+
+def _timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> float:
+    import os
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return time.perf_counter() - start
+
+
+def startup(args: argparse.Namespace) -> list[list]:
+    """Fixed cost of a stage: interpreter + imports, and the MLflow run set-up."""
+    import sys
+    import tempfile
+
+    py = sys.executable
+    bare = min(_timed([py, "-c", "pass"]) for _ in range(3))
+    rows = []
+    for mod in ("stages.validate_params", "stages.download", "stages.train", "stages.attack"):
+        t = min(_timed([py, "-c", f"import {mod}"]) for _ in range(3))
+        rows.append([f"start-up {mod}", "seconds to import the stage module", f"{t:.2f}",
+                     f"{bare:.2f}", f"{t / bare:.0f}x", "baseline: a bare python"])
+    with tempfile.TemporaryDirectory() as tmp:
+        code = ("from mnistlab.tracking import stage_run\n"
+                "with stage_run('bench', {'x': 1}): pass")
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"}
+        first = _timed([py, "-c", code], env=env)
+        again = min(_timed([py, "-c", code], env=env) for _ in range(2))
+    rows.append(["start-up MLflow run", "seconds to open and close a stage's run",
+                 f"{again:.2f}", f"{first:.2f}", f"{again / first:.2f}",
+                 "ours: an existing mlflow.db; baseline: creating the database"])
+    return rows
+
+
+def pipeline(args: argparse.Namespace) -> list[list]:
+    """Per-stage wall time of the last `dvc repro`, from its MLflow runs; no-op repro time."""
+    import mlflow
+
+    from mnistlab.tracking import EXPERIMENT, tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                              max_results=5000, order_by=["attributes.start_time DESC"])
+    latest: dict[str, object] = {}
+    for r in runs:
+        if "dvc_exp_name" not in r.data.tags:
+            latest.setdefault(r.info.run_name, r)
+    rows = []
+    total = 0.0
+    for name, r in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
+        secs = (r.info.end_time - r.info.start_time) / 1000
+        total += secs
+        rows.append([f"repro {name}", "seconds inside the stage's MLflow run", f"{secs:.1f}",
+                     "", "", ""])
+    rows.append(["repro all stages", "sum of the above", f"{total:.0f}", "", "",
+                 "plus per-stage start-up (see start-up rows)"])
+    noop = min(_timed(["dvc", "repro"]) for _ in range(2))
+    rows.append(["no-op dvc repro", "seconds when nothing changed", f"{noop:.1f}", "", "", ""])
+    return rows
+
+
 CASES: dict[str, Callable[[argparse.Namespace], list[list]]] = {
     "train": train,
+    "efficiency": efficiency,
     "occlusion": occlusion,
+    "pgd": pgd,
+    "startup": startup,
+    "pipeline": pipeline,
 }

@@ -160,12 +160,10 @@ def _robustness(form: str, model, params: Params, test, gen, device) -> Outputs:
     idx = idx[: cfg.n_images]
     x, y = to_pixels(images[idx]).to(device), labels[idx].to(device)
     if form == "fgsm":
-        def attack(xb, yb, eps):
-            return attacks.fgsm(model, xb, yb, eps)
+        attack = attacks.fgsm_attack(model, cfg.batch_size)
     else:
-        def attack(xb, yb, eps):
-            return attacks.pgd(model, xb, yb, eps, cfg.steps, cfg.step_ratio * eps,
-                               cfg.random_start, cfg.early_stop, gen)
+        attack = attacks.pgd_attack(model, cfg.steps, cfg.step_ratio, cfg.random_start,
+                                    cfg.early_stop, gen, cfg.batch_size)
     curve = attacks.robustness_curve(model, x, y, cfg.eps, attack, cfg.batch_size)
     metrics = {
         "n_images": len(y),

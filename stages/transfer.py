@@ -60,12 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         y = labels[idx[: cfg.n_images]].to(device)
         matrices: dict[str, list[list[float]]] = {"targeted": [], "noise": [], "pgd": []}
         for src in MODEL_NAMES:
-            x_adv = torch.cat([
-                attacks.pgd(models[src], x[i : i + pgd.batch_size], y[i : i + pgd.batch_size],
-                            cfg.pgd_eps, pgd.steps, pgd.step_ratio * cfg.pgd_eps,
-                            pgd.random_start, False, gen)
-                for i in range(0, len(y), pgd.batch_size)
-            ])
+            x_adv = attacks.pgd(models[src], x, y, cfg.pgd_eps, pgd.steps,
+                                pgd.step_ratio * cfg.pgd_eps, pgd.random_start, False, gen,
+                                pgd.batch_size)
             matrices["targeted"].append([transfer.targeted_success(models[dst],
                                                                    arrays["targeted", src])
                                          for dst in MODEL_NAMES])

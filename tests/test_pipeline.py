@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import make_scratch_repo, run, write_params
 
 pytestmark = pytest.mark.slow
@@ -265,3 +266,20 @@ def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
     assert len(pngs) >= 30
     for name, entries in rendered.items():
         assert entries, f"plot {name} rendered nothing"
+
+
+def test_remote_round_trip(built: Path) -> None:
+    """`dvc push` to the default local remote, wipe cache and outputs, `dvc pull`: clean."""
+    import shutil
+
+    run(["dvc", "push"], cwd=built)
+    assert any((built / ".dvc-remote").rglob("*"))
+    shutil.rmtree(built / ".dvc" / "cache")
+    for out in ("data", "models", "report", "plots/train/cnn", "plots/attack/pgd-cnn"):
+        shutil.rmtree(built / out)
+    (built / "plots/visualize/cnn.npz").unlink()
+    assert "deleted" in run(["dvc", "status"], cwd=built).stdout
+    run(["dvc", "pull"], cwd=built)
+    assert "up to date" in run(["dvc", "status"], cwd=built).stdout
+    assert (built / "models" / "cnn.pt").is_file()
+    assert (built / "report" / "index.html").is_file()

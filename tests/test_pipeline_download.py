@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run, write_params
 
+from conftest import run, write_params
 from mnistlab import data
 
 pytestmark = pytest.mark.slow

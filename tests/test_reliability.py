@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, run, write_params
 
+from conftest import BIN, run, write_params
 from mnistlab import data
 
 pytestmark = pytest.mark.slow
