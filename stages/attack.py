@@ -22,7 +22,7 @@ from mnistlab import attacks, data
 from mnistlab.config import ATTACK_FORMS, Params, load_params
 from mnistlab.figures import attack as figs
 from mnistlab.figures import save_figure
-from mnistlab.io import atomic_dir, atomic_path, write_csv, write_json
+from mnistlab.io import atomic_dir, write_csv, write_json, write_npz
 from mnistlab.models import load_checkpoint
 from mnistlab.stage import stage_main
 from mnistlab.tracking import stage_run
@@ -216,8 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_dir(args.out) as tmp:
             for name, fig in fig_map.items():
                 save_figure(fig, Path(tmp) / f"{name}.png")
-        with atomic_path(args.arrays) as npz, open(npz, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        write_npz(args.arrays, arrays)
         run.log_metrics(metrics)
         run.log_artifacts([args.out], "figures")
 

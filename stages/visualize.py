@@ -11,14 +11,12 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from mnistlab import data, inspect
 from mnistlab.config import load_params
 from mnistlab.evaluate import random_indices
 from mnistlab.figures import save_figure
 from mnistlab.figures import visualize as figs
-from mnistlab.io import atomic_dir, atomic_path, write_json
+from mnistlab.io import atomic_dir, write_json, write_npz
 from mnistlab.models import load_checkpoint
 from mnistlab.stage import stage_main
 from mnistlab.tracking import stage_run
@@ -90,13 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             }
             for fig_name, fig in fig_map.items():
                 save_figure(fig, out / f"{fig_name}.png")
-        with atomic_path(args.arrays) as npz:
-            with open(npz, "wb") as f:
-                np.savez_compressed(
-                    f, images=occ_x.cpu().numpy(), labels=occ_y.cpu().numpy(),
-                    indices=idx[1:].numpy(), maps=occ.maps.cpu().numpy(),
-                    base_prob=occ.base_prob.cpu().numpy(), patch=cfg.patch,
-                    stride=cfg.stride, fill=cfg.fill)
+        write_npz(args.arrays, {
+            "images": occ_x.cpu().numpy(), "labels": occ_y.cpu().numpy(),
+            "indices": idx[1:].numpy(), "maps": occ.maps.cpu().numpy(),
+            "base_prob": occ.base_prob.cpu().numpy(), "patch": cfg.patch,
+            "stride": cfg.stride, "fill": cfg.fill})
         run.log_metrics(metrics)
         run.log_artifacts([args.out], "figures")
 

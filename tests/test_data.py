@@ -190,3 +190,18 @@ def test_real_mnist_cache_is_verified(mnist_raw: Path) -> None:
     images, labels = data.load_mnist(mnist_raw, "test")
     assert images.shape == (10000, 28, 28)
     assert labels.bincount().tolist()[:3] == [980, 1135, 1032]
+
+
+def test_write_npz_is_deterministic_and_loadable(tmp_path: Path) -> None:
+    import time
+
+    from mnistlab.io import write_npz
+
+    arrays = {"a": np.arange(6).reshape(2, 3), "b": np.float32(0.5)}
+    write_npz(tmp_path / "1.npz", arrays)
+    time.sleep(2.1)  # zip timestamps have a 2 s resolution
+    write_npz(tmp_path / "2.npz", arrays)
+    assert (tmp_path / "1.npz").read_bytes() == (tmp_path / "2.npz").read_bytes()
+    with np.load(tmp_path / "1.npz") as f:
+        np.testing.assert_array_equal(f["a"], arrays["a"])
+        assert float(f["b"]) == 0.5

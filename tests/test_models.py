@@ -72,3 +72,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="checkpoint missing"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_checkpoints_are_byte_identical(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    save_checkpoint(tmp_path / "a.pt", model, "cnn", {"seed": 0})
+    save_checkpoint(tmp_path / "b.pt", model, "cnn", {"seed": 0})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

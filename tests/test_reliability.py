@@ -34,6 +34,14 @@ def _stage(repo: Path, cmd: list[str], **env: str) -> subprocess.CompletedProces
     return run(cmd, cwd=repo, check=False, env=env)
 
 
+def _outputs(repo: Path) -> dict[str, bytes]:
+    """Every file under the output folders (the scratch repo starts with the committed
+    metrics and plot series), to show a failed stage changed none of them."""
+    return {str(p.relative_to(repo)): p.read_bytes()
+            for d in ("metrics", "models", "plots") for p in sorted((repo / d).rglob("*"))
+            if p.is_file()}
+
+
 def _error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln]
     assert len(lines) == 1, proc.stderr[-3000:]
@@ -59,12 +67,12 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 )
 def test_bad_params_touch_nothing(downloaded: Path, override: dict, needle: str) -> None:
     repo = downloaded
+    before = _outputs(repo)
     write_params(repo, override)
     proc = _stage(repo, TRAIN_CMD)
     assert proc.returncode != 0
     assert needle in _error_line(proc)
-    assert not (repo / "models").exists()
-    assert not (repo / "metrics" / "train").exists()
+    assert _outputs(repo) == before
     assert not (repo / "mlflow.db").exists()  # no MLflow run was opened
 
 
@@ -76,9 +84,11 @@ def test_bad_params_touch_nothing(downloaded: Path, override: dict, needle: str)
     ],
 )
 def test_unparseable_params(downloaded: Path, text: str, needle: str) -> None:
+    before = _outputs(downloaded)
     (downloaded / "params.yaml").write_text(text)
     proc = _stage(downloaded, TRAIN_CMD)
     assert proc.returncode != 0 and needle in _error_line(proc)
+    assert _outputs(downloaded) == before
     assert not (downloaded / "mlflow.db").exists()
 
 
@@ -114,22 +124,24 @@ def test_corrupt_checkpoint_is_a_clear_error(downloaded: Path, stage: str) -> No
     common = ["--model", "cnn", "--data", "data/MNIST/raw", "--checkpoint", "models/cnn.pt",
               "--metrics", "m.json"]
     extra = {"evaluate": ["--confusion", "c.csv", "--figures", "f"],
-             "visualize": ["--out", "f"],
-             "attack": ["--form", "fgsm", "--series", "s.csv", "--out", "f"]}[stage]
+             "visualize": ["--out", "f", "--arrays", "a.npz"],
+             "attack": ["--form", "fgsm", "--series", "s.csv", "--out", "f",
+                        "--arrays", "a.npz"]}[stage]
     proc = _stage(repo, ["python", "-m", f"stages.{stage}", *common, *extra])
     assert proc.returncode != 0
     assert "models/cnn.pt: corrupt or incompatible checkpoint" in _error_line(proc)
-    assert not (repo / "m.json").exists() and not (repo / "f").exists()
+    assert not any((repo / name).exists() for name in ("m.json", "f", "a.npz", "c.csv"))
 
 
 def test_unreachable_tracking_store_fails_before_compute(downloaded: Path) -> None:
+    before = _outputs(downloaded)
     start = time.time()
     proc = _stage(downloaded, TRAIN_CMD, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     assert proc.returncode != 0
     assert "MLflow tracking store http://127.0.0.1:9 is unreachable" in _error_line(proc)
     assert "training cnn" not in proc.stderr
     assert time.time() - start < 60
-    assert not (downloaded / "models").exists()
+    assert _outputs(downloaded) == before
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -137,6 +149,7 @@ def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: in
     import mlflow
 
     repo = downloaded
+    before = _outputs(repo)
     write_params(repo, {"train": {"epochs": 50, "train_limit": 5000}})
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -152,7 +165,7 @@ def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: in
     assert proc.returncode != 0, "".join(seen) + rest
     assert "interrupted" in rest
     assert not (repo / "models" / "cnn.pt").exists()
-    assert not (repo / "metrics" / "train" / "cnn.json").exists()
+    assert _outputs(repo) == before  # the committed metrics and series are untouched
     leftovers = [p for p in repo.rglob("*.tmp") if ".dvc" not in p.parts]
     assert leftovers == []
     client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")

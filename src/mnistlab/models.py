@@ -88,8 +88,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, params: dict[
     from mnistlab.io import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"model": name, "state_dict": state, "params": params}, tmp)
+    # Save through a file object: given a path, torch names the archive inside the zip
+    # after the (random) temp file name, and identical models would differ in bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"model": name, "state_dict": state, "params": params}, f)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[MnistCNN, dict]:

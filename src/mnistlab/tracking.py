@@ -54,6 +54,29 @@ def project_root(env: Mapping[str, str] | None = None, cwd: str | Path | None = 
     return (Path(env["DVC_ROOT"]) if env.get("DVC_ROOT") else find_root(cwd)).resolve()
 
 
+@contextlib.contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Serialise store set-up between stages running at once (queued experiments).
+
+    The first stage to touch a new SQLite store creates its tables; two doing it at
+    once collide (``No such constraint``). An exclusive lock beside the database makes
+    the second wait until the first is done.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///") + "-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _ensure_experiment(mlflow: Any, uri: str) -> None:
     """Select the project's experiment, creating it with artifacts beside the database.
 
@@ -195,7 +218,8 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        _ensure_experiment(mlflow, uri)
+        with _init_lock(uri):
+            _ensure_experiment(mlflow, uri)
     except Exception as err:  # noqa: BLE001 - any failure here means the store is unusable
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(f"MLflow tracking store {uri} is unreachable: {reason}") from None
