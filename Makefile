@@ -56,7 +56,7 @@ serve:
 	  --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 bench: setup
-	$(BIN)/python -m mnistlab.bench
+	$(BIN)/python -m bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,13 +22,16 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from mnistlab.errors import DataError
 from mnistlab.io import atomic_dir
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `download` needs none
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,5 +345,7 @@ def load_mnist(
     labels = read_idx(Path(raw_dir) / f"{prefix}-labels-idx1-ubyte")
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{raw_dir}: {images.shape[0]} {split} images but {labels.shape[0]} labels")
+    import torch
+
     # np.frombuffer views are read-only; copy once into torch-owned memory.
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))

@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from mnistlab.errors import MnistlabError
-from mnistlab.utils import setup_logging
 
 log = logging.getLogger("mnistlab")
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # MLflow and alembic are chatty at INFO; keep stage logs readable.
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -1,9 +1,7 @@
-"""Small shared helpers: seeding, device choice, logging."""
+"""Small shared helpers: seeding and device choice."""
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 
 import numpy as np
@@ -27,15 +25,3 @@ def resolve_device(name: str) -> torch.device:
 
         raise ParamsError("device: 'cuda' requested but no CUDA device is available")
     return torch.device(name)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # MLflow and alembic are chatty at INFO; keep stage logs readable.
-    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
