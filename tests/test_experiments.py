@@ -41,9 +41,12 @@ def test_exp_run_set_param(scratch_repo: Path) -> None:
     assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
 
 
-def test_two_queued_experiments_in_parallel(scratch_repo: Path) -> None:
+QUEUED = (("q-one", 1), ("q-two", 2), ("q-three", 3), ("q-four", 4))
+
+
+def test_four_queued_experiments_two_at_a_time(scratch_repo: Path) -> None:
     repo = scratch_repo
-    for name, seed in (("q-one", 1), ("q-two", 2)):
+    for name, seed in QUEUED:
         run(["dvc", "exp", "run", TARGET, "--queue", "-n", name, "-S", f"seed={seed}"], cwd=repo)
     # The workers inherit `dvc queue start`'s stdout: do not capture it, or we wait on them.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -58,11 +61,11 @@ def test_two_queued_experiments_in_parallel(scratch_repo: Path) -> None:
         time.sleep(5)
     run(["dvc", "queue", "stop"], cwd=repo, check=False)  # let idle workers go
     logs = "".join(run(["dvc", "queue", "logs", n], cwd=repo, check=False).stdout
-                   for n in ("q-one", "q-two"))
+                   for n, _ in QUEUED)
     assert "Failed" not in status, status + logs[-4000:]
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == len(QUEUED), status
     runs = _runs_by_exp(repo)
-    for name, seed in (("q-one", 1), ("q-two", 2)):
+    for name, seed in QUEUED:
         got = runs.get(name, [])
         assert sorted(r.info.run_name for r in got) == ["download", "evaluate@cnn", "train@cnn"]
         assert all(r.info.status == "FINISHED" for r in got)

@@ -36,11 +36,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
 
 def test_full_repro_runs_every_stage_once(built: Path) -> None:
     stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
-    assert ran((built / "first_repro.log").read_text()) == stages
+    executed = ran((built / "first_repro.log").read_text())
+    # `architecture` reads no params and its outputs are committed with dvc.lock, so in a
+    # fresh clone it is already up to date; everything else depends on the tiny profile.
+    assert stages - executed <= {"architecture"}
     runs = mlflow_runs(built)
     names = sorted(r.info.run_name for r in runs)
     # one MLflow run per executed stage (validate_params logs none: it only checks)
-    assert names == sorted(stages - {"validate_params"})
+    assert names == sorted(executed - {"validate_params"})
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
@@ -164,8 +167,8 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
     for r in runs:
         tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
         by_name.setdefault(tags["mlflow.runName"], []).append(r)
-    stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
-    assert stages - {"validate_params"} <= set(by_name)
+    executed = ran((built / "first_repro.log").read_text())
+    assert executed - {"validate_params"} <= set(by_name)
     (train,) = by_name["train@cnn_bn"][:1]
     params = {p["key"]: p["value"] for p in train["data"]["params"]}
     metrics = {m["key"]: m["value"] for m in train["data"]["metrics"]}
@@ -266,6 +269,26 @@ def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
     assert len(pngs) >= 30
     for name, entries in rendered.items():
         assert entries, f"plot {name} rendered nothing"
+
+
+def test_attack_knob_reruns_only_that_form(built: Path) -> None:
+    write_params(built, {"attacks": {"targeted": {"beta": 0.7}}})
+    status = run(["dvc", "status"], cwd=built).stdout
+    changed = {line.rstrip(":").strip() for line in status.splitlines()
+               if line and not line.startswith((" ", "\t"))}
+    assert {"attack@targeted-cnn", "attack@targeted-cnn_bn", "validate_params"} <= changed
+    assert not {c for c in changed if c.startswith("attack@") and "targeted" not in c}
+    assert "attacks.targeted.beta" in run(["dvc", "params", "diff"], cwd=built).stdout
+    executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+    assert executed == {"validate_params", "attack@targeted-cnn", "attack@targeted-cnn_bn",
+                        "transfer", "report"}
+
+
+def test_visualisation_code_edit_reruns_only_visualize(built: Path) -> None:
+    module = built / "src" / "mnistlab" / "figures" / "visualize.py"
+    module.write_text(module.read_text() + "\n# a harmless edit\n")
+    executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+    assert executed == {"visualize@cnn", "visualize@cnn_bn", "report"}
 
 
 def test_remote_round_trip(built: Path) -> None:

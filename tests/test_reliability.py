@@ -116,17 +116,19 @@ def test_missing_data_file(downloaded: Path) -> None:
     assert not (downloaded / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "visualize", "attack"])
+@pytest.mark.parametrize("stage", ["evaluate", "visualize", "attack", "transfer"])
 def test_corrupt_checkpoint_is_a_clear_error(downloaded: Path, stage: str) -> None:
     repo = downloaded
     (repo / "models").mkdir()
     (repo / "models" / "cnn.pt").write_bytes(b"not a checkpoint")
-    common = ["--model", "cnn", "--data", "data/MNIST/raw", "--checkpoint", "models/cnn.pt",
-              "--metrics", "m.json"]
-    extra = {"evaluate": ["--confusion", "c.csv", "--figures", "f"],
-             "visualize": ["--out", "f", "--arrays", "a.npz"],
-             "attack": ["--form", "fgsm", "--series", "s.csv", "--out", "f",
-                        "--arrays", "a.npz"]}[stage]
+    common = ["--data", "data/MNIST/raw", "--metrics", "m.json"]
+    one = ["--model", "cnn", "--checkpoint", "models/cnn.pt"]
+    extra = {"evaluate": [*one, "--confusion", "c.csv", "--figures", "f"],
+             "visualize": [*one, "--out", "f", "--arrays", "a.npz"],
+             "attack": [*one, "--form", "fgsm", "--series", "s.csv", "--out", "f",
+                        "--arrays", "a.npz"],
+             "transfer": ["--models-dir", "models", "--attacks-dir", "plots/attack",
+                          "--out", "f"]}[stage]
     proc = _stage(repo, ["python", "-m", f"stages.{stage}", *common, *extra])
     assert proc.returncode != 0
     assert "models/cnn.pt: corrupt or incompatible checkpoint" in _error_line(proc)
