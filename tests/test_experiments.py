@@ -67,7 +67,11 @@ def test_four_queued_experiments_two_at_a_time(scratch_repo: Path) -> None:
     runs = _runs_by_exp(repo)
     for name, seed in QUEUED:
         got = runs.get(name, [])
-        assert sorted(r.info.run_name for r in got) == ["download", "evaluate@cnn", "train@cnn"]
+        names = {r.info.run_name for r in got}
+        # `download` has the same params in every experiment: DVC's run cache restores it
+        # for all but the first, so it runs (and logs) at most once per experiment.
+        assert {"evaluate@cnn", "train@cnn"} <= names <= {"download", "evaluate@cnn", "train@cnn"}
+        assert len(got) == len(names)
         assert all(r.info.status == "FINISHED" for r in got)
         assert {r.data.params.get("seed") for r in got if "seed" in r.data.params} == {str(seed)}
         # artifacts went to the real repo, not the deleted temp workspace
