@@ -6,13 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-@torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted classes for pixel images ``(N, 1, 28, 28)`` in [0, 1]."""
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x),
-                                                                               batch_size)])
+from mnistlab.attacks import predict
 
 
 def targeted_success(model: nn.Module, arrays: dict[str, np.ndarray]) -> float:
