@@ -10,15 +10,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnistlab import data
-from mnistlab.models import build_model
-from mnistlab.train import to_pixels
+from mnistlab.core.config import Params, load_params
+from mnistlab.core.mnist import load_mnist
+from mnistlab.core.models import build_model
+from mnistlab.core.tensors import to_pixels
+from mnistlab.download import default_cache_dir
 
 BATCH = 128
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params() -> Params:
+    """The repo's params.yaml: the one place a default lives."""
+    return load_params(REPO / "params.yaml")
 
 
 def _raw(args: argparse.Namespace) -> Path:
-    for cand in (args.data, "data/MNIST/raw", data.default_cache_dir() / "MNIST" / "raw"):
+    for cand in (args.data, "data/MNIST/raw", default_cache_dir() / "MNIST" / "raw"):
         if cand and Path(cand).is_dir():
             return Path(cand)
     raise SystemExit("bench needs MNIST: run `dvc repro download` first")
@@ -50,7 +58,7 @@ def _ours(images, labels, channels_last: bool):
         perm = torch.randperm(len(images), generator=gen)
         for s in range(0, len(perm) - BATCH + 1, BATCH):
             idx = perm[s : s + BATCH]
-            yield to_pixels(images[idx], channels_last), labels[idx]
+            yield to_pixels(images[idx], channels_last=channels_last), labels[idx]
 
 
 def _reference(root: Path):
@@ -59,15 +67,20 @@ def _reference(root: Path):
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     ds = datasets.MNIST(str(root), train=True, download=False, transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     while True:
         yield from loader
 
 
 def train(args: argparse.Namespace, steps: int = 120) -> list[list]:
     raw = _raw(args)
-    images, labels = data.load_mnist(raw, "train")
+    images, labels = load_mnist(raw, "train")
     rows, ours_ips = [], {}
     for name in ("cnn", "cnn_bn"):
         torch.manual_seed(0)
@@ -78,32 +91,53 @@ def train(args: argparse.Namespace, steps: int = 120) -> list[list]:
         model = build_model(name).to(memory_format=torch.channels_last)
         ours = _train_steps(model, _ours(images, labels, True), steps)
         ours_ips[name] = ours
-        rows.append([f"train {name}", "training images/s (batch 128)", f"{ours:,.0f}",
-                     f"{ref:,.0f}", f"{ours / ref:.2f}x",
-                     "ours: in-memory uint8 + channels_last; baseline: torchvision MNIST + "
-                     "ToTensor/Normalize + DataLoader"])
-        rows.append([f"train {name}", "channels_last vs NCHW, same in-memory loop",
-                     f"{ours:,.0f}", f"{plain:,.0f}", f"{ours / plain:.2f}x", ""])
-    rows.append(["train cnn_bn / cnn", "BatchNorm training-time ratio",
-                 f"{ours_ips['cnn'] / ours_ips['cnn_bn']:.2f}x the time", "", "",
-                 "the reference report claimed ~2x"])
+        rows.append(
+            [
+                f"train {name}",
+                "training images/s (batch 128)",
+                f"{ours:,.0f}",
+                f"{ref:,.0f}",
+                f"{ours / ref:.2f}x",
+                "ours: in-memory uint8 + channels_last; baseline: torchvision MNIST + "
+                "ToTensor/Normalize + DataLoader",
+            ]
+        )
+        rows.append(
+            [
+                f"train {name}",
+                "channels_last vs NCHW, same in-memory loop",
+                f"{ours:,.0f}",
+                f"{plain:,.0f}",
+                f"{ours / plain:.2f}x",
+                "",
+            ]
+        )
+    rows.append(
+        [
+            "train cnn_bn / cnn",
+            "BatchNorm training-time ratio",
+            f"{ours_ips['cnn'] / ours_ips['cnn_bn']:.2f}x the time",
+            "",
+            "",
+            "the reference report claimed ~2x",
+        ]
+    )
     return rows
 
 
 def _trained(name: str, raw: Path):
     """The pipeline's checkpoint when present, else a quickly trained stand-in."""
-    from mnistlab.config import parse_params
-    from mnistlab.models import load_checkpoint
+    from mnistlab.core.models import load_checkpoint
     from mnistlab.train import split_train_val, train_model
 
     ckpt = Path("models") / f"{name}.pt"
     if ckpt.is_file():
-        return load_checkpoint(ckpt)[0], "the pipeline's checkpoint"
-    images, labels = data.load_mnist(raw, "train")
-    tx, ty, vx, vy = split_train_val(images, labels, 1000, 0, 10_000)
+        return load_checkpoint(ckpt, expected=name)[0], "the pipeline's checkpoint"
+    images, labels = load_mnist(raw, "train")
+    tx, ty, vx, vy = split_train_val(images, labels, val_size=1000, seed=0, train_limit=10_000)
     model = build_model(name)
-    train_model(model, tx, ty, vx, vy, parse_params({"train": {"epochs": 1}}).train, 0,
-                progress=False)
+    cfg = _params().train.model_copy(update={"epochs": 1})
+    train_model(model, tx, ty, vx, vy, cfg=cfg, seed=0, progress=False)
     return model.eval(), "1 epoch on 10k images"
 
 
@@ -117,44 +151,80 @@ def _best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 def occlusion(args: argparse.Namespace) -> list[list]:
-    from mnistlab import inspect
-    from mnistlab.config import parse_params
+    from mnistlab.visualize.occlusion import occlusion_maps, occlusion_maps_naive
 
     raw = _raw(args)
-    cfg = parse_params({}).visualize.occlusion
-    images, labels = data.load_mnist(raw, "test")
+    cfg = _params().visualize.occlusion
+    images, labels = load_mnist(raw, "test")
     x, y = to_pixels(images[: cfg.n_images]), labels[: cfg.n_images]
     model, source = _trained("cnn", raw)
-    fast = _best_of(lambda: inspect.occlusion_maps(model, x, y, cfg.patch, cfg.stride, cfg.fill,
-                                                   cfg.batch_size))
-    naive = _best_of(lambda: inspect.occlusion_maps_naive(model, x, y, cfg.patch, cfg.stride,
-                                                          cfg.fill), repeat=1)
+    fast = _best_of(
+        lambda: occlusion_maps(
+            model,
+            x,
+            y,
+            patch=cfg.patch,
+            stride=cfg.stride,
+            fill=cfg.fill,
+            batch_size=cfg.batch_size,
+        )
+    )
+    naive = _best_of(
+        lambda: occlusion_maps_naive(
+            model, x, y, patch=cfg.patch, stride=cfg.stride, fill=cfg.fill
+        ),
+        repeat=1,
+    )
     n = len(y)
-    return [["occlusion cnn", f"maps/s ({n} images, patch {cfg.patch}, stride {cfg.stride})",
-             f"{n / fast:.2f}", f"{n / naive:.2f}", f"{naive / fast:.1f}x",
-             f"batched forward passes vs one call per position; {source}"]]
+    return [
+        [
+            "occlusion cnn",
+            f"maps/s ({n} images, patch {cfg.patch}, stride {cfg.stride})",
+            f"{n / fast:.2f}",
+            f"{n / naive:.2f}",
+            f"{naive / fast:.1f}x",
+            f"batched forward passes vs one call per position; {source}",
+        ]
+    ]
 
 
 def pgd(args: argparse.Namespace, n: int = 500) -> list[list]:
-    from mnistlab import attacks
-    from mnistlab.config import parse_params
+    from mnistlab.attacks.common.pgd import pgd as pgd_early_stop
+    from mnistlab.attacks.common.pgd import pgd_textbook
 
     raw = _raw(args)
-    cfg = parse_params({}).attacks.pgd
-    images, labels = data.load_mnist(raw, "test")
+    cfg = _params().attacks.pgd
+    images, labels = load_mnist(raw, "test")
     x, y = to_pixels(images[:n]), labels[:n]
     model, source = _trained("cnn", raw)
     rows = []
     for eps in (0.1, 0.3):
-        kw = dict(eps=eps, steps=cfg.steps, step_size=cfg.step_ratio * eps,
-                  random_start=True, batch_size=cfg.batch_size)
-        fast = _best_of(lambda kw=kw: attacks.pgd(model, x, y, early_stop=True,
-                                                  gen=torch.Generator().manual_seed(0), **kw))
-        slow = _best_of(lambda kw=kw: attacks.pgd_textbook(
-            model, x, y, gen=torch.Generator().manual_seed(0), **kw), repeat=1)
-        rows.append([f"pgd cnn eps {eps}", f"images/s ({n} images, {cfg.steps} steps)",
-                     f"{n / fast:,.0f}", f"{n / slow:,.0f}", f"{slow / fast:.1f}x",
-                     f"early exit per image vs the textbook loop; {source}"])
+        kw = dict(
+            eps=eps,
+            steps=cfg.steps,
+            step_size=cfg.step_ratio * eps,
+            random_start=True,
+            batch_size=cfg.batch_size,
+        )
+        fast = _best_of(
+            lambda kw=kw: pgd_early_stop(
+                model, x, y, early_stop=True, gen=torch.Generator().manual_seed(0), **kw
+            )
+        )
+        slow = _best_of(
+            lambda kw=kw: pgd_textbook(model, x, y, gen=torch.Generator().manual_seed(0), **kw),
+            repeat=1,
+        )
+        rows.append(
+            [
+                f"pgd cnn eps {eps}",
+                f"images/s ({n} images, {cfg.steps} steps)",
+                f"{n / fast:,.0f}",
+                f"{n / slow:,.0f}",
+                f"{slow / fast:.1f}x",
+                f"early exit per image vs the textbook loop; {source}",
+            ]
+        )
     return rows
 
 
@@ -184,7 +254,7 @@ def _matmul_peak(n: int = 1024, repeat: int = 20) -> float:
 
 def efficiency(args: argparse.Namespace) -> list[list]:
     raw = _raw(args)
-    images, labels = data.load_mnist(raw, "train")
+    images, labels = load_mnist(raw, "train")
     peak = _matmul_peak()
     rows = []
     for name in ("cnn", "cnn_bn"):
@@ -192,10 +262,16 @@ def efficiency(args: argparse.Namespace) -> list[list]:
         model = build_model(name).to(memory_format=torch.channels_last)
         ips = _train_steps(model, _ours(images, labels, True), 120)
         flops = _flops_per_image(build_model(name))
-        rows.append([f"train {name}", "fraction of the CPU's fp32 matmul peak",
-                     f"{flops * ips / 1e9:.1f} GFLOP/s", f"{peak / 1e9:.1f} GFLOP/s",
-                     f"{flops * ips / peak:.0%}",
-                     f"{flops / 1e6:.1f} MFLOP per training image (fwd+bwd), {ips:,.0f} img/s"])
+        rows.append(
+            [
+                f"train {name}",
+                "fraction of the CPU's fp32 matmul peak",
+                f"{flops * ips / 1e9:.1f} GFLOP/s",
+                f"{peak / 1e9:.1f} GFLOP/s",
+                f"{flops * ips / peak:.0%}",
+                f"{flops / 1e6:.1f} MFLOP per training image (fwd+bwd), {ips:,.0f} img/s",
+            ]
+        )
     return rows
 
 
@@ -218,17 +294,33 @@ def startup(args: argparse.Namespace) -> list[list]:
     rows = []
     for mod in ("stages.validate_params", "stages.download", "stages.train", "stages.attack"):
         t = min(_timed([py, "-c", f"import {mod}"]) for _ in range(3))
-        rows.append([f"start-up {mod}", "seconds to import the stage module", f"{t:.2f}",
-                     f"{bare:.2f}", f"{t / bare:.0f}x", "baseline: a bare python"])
+        rows.append(
+            [
+                f"start-up {mod}",
+                "seconds to import the stage module",
+                f"{t:.2f}",
+                f"{bare:.2f}",
+                f"{t / bare:.0f}x",
+                "baseline: a bare python",
+            ]
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        code = ("from mnistlab.tracking import stage_run\n"
-                "with stage_run('bench', {'x': 1}): pass")
+        code = (
+            "from mnistlab.core.tracking import stage_run\nwith stage_run('bench', {'x': 1}): pass"
+        )
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"}
         first = _timed([py, "-c", code], env=env)
         again = min(_timed([py, "-c", code], env=env) for _ in range(2))
-    rows.append(["start-up MLflow run", "seconds to open and close a stage's run",
-                 f"{again:.2f}", f"{first:.2f}", f"{again / first:.2f}",
-                 "ours: an existing mlflow.db; baseline: creating the database"])
+    rows.append(
+        [
+            "start-up MLflow run",
+            "seconds to open and close a stage's run",
+            f"{again:.2f}",
+            f"{first:.2f}",
+            f"{again / first:.2f}",
+            "ours: an existing mlflow.db; baseline: creating the database",
+        ]
+    )
     return rows
 
 
@@ -236,12 +328,16 @@ def pipeline(args: argparse.Namespace) -> list[list]:
     """Per-stage wall time of the last `dvc repro`, from its MLflow runs; no-op repro time."""
     import mlflow
 
-    from mnistlab.tracking import EXPERIMENT, tracking_uri
+    from mnistlab.core.tracking import EXPERIMENT, tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
-                              max_results=5000, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [exp.experiment_id],
+        "attributes.status = 'FINISHED'",
+        max_results=5000,
+        order_by=["attributes.start_time DESC"],
+    )
     latest: dict[str, object] = {}
     for r in runs:
         if "dvc_exp_name" not in r.data.tags:
@@ -251,15 +347,23 @@ def pipeline(args: argparse.Namespace) -> list[list]:
     for name, r in sorted(latest.items(), key=lambda kv: kv[1].info.start_time):
         secs = (r.info.end_time - r.info.start_time) / 1000
         total += secs
-        rows.append([f"repro {name}", "seconds inside the stage's MLflow run", f"{secs:.1f}",
-                     "", "", ""])
+        rows.append(
+            [f"repro {name}", "seconds inside the stage's MLflow run", f"{secs:.1f}", "", "", ""]
+        )
     ordered = sorted(latest.values(), key=lambda r: r.info.start_time)
     wall = (ordered[-1].info.end_time - ordered[0].info.start_time) / 1000
     overhead = (wall - total) / max(len(ordered) - 1, 1)
-    rows.append(["repro all stages", "seconds: stage compute (sum) / wall, first run start to "
-                 "last run end", f"{total:.0f}", f"{wall:.0f}", f"{total / wall:.0%}",
-                 f"the rest, ~{overhead:.1f} s between stages, is process start-up, imports, "
-                 "MLflow set-up and DVC's own bookkeeping"])
+    rows.append(
+        [
+            "repro all stages",
+            "seconds: stage compute (sum) / wall, first run start to last run end",
+            f"{total:.0f}",
+            f"{wall:.0f}",
+            f"{total / wall:.0%}",
+            f"the rest, ~{overhead:.1f} s between stages, is process start-up, imports, "
+            "MLflow set-up and DVC's own bookkeeping",
+        ]
+    )
     noop = min(_timed(["dvc", "repro"]) for _ in range(2))
     rows.append(["no-op dvc repro", "seconds when nothing changed", f"{noop:.1f}", "", "", ""])
     return rows

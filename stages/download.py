@@ -5,31 +5,31 @@ Reads: data.sources, data.local_dir, data.timeout. Writes: the raw IDX directory
 
 from __future__ import annotations
 
-import argparse
 import logging
 
-from mnistlab import data
-from mnistlab.config import load_params
-from mnistlab.stage import stage_main
-from mnistlab.tracking import stage_run
+from mnistlab import download
+from mnistlab.core.config import load_params
+from mnistlab.core.runtime import parse_args, stage_main
+from mnistlab.core.tracking import stage_run
 
 log = logging.getLogger("mnistlab.download")
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True, help="directory for the four IDX files")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, out="directory for the four IDX files")
     params = load_params()
 
     with stage_run("download", {"data": params.data}) as run:
-        settings = data.FetchSettings(local_dir=params.data.local_dir, timeout=params.data.timeout)
-        result = data.download(args.out, params.data.sources, settings)
+        settings = download.FetchSettings(
+            local_dir=params.data.local_dir, timeout=params.data.timeout
+        )
+        result = download.download(args.out, params.data.sources, settings)
         for source, why in result.failures.items():
             log.warning("source %s failed: %s", source, why)
-        log.info("MNIST from %s: %d bytes verified in %.1fs", result.source, result.bytes,
-                 result.seconds)
+        log.info(
+            "MNIST from %s: %d bytes verified in %.1fs", result.source, result.bytes, result.seconds
+        )
         run.set_tags({"source": result.source, **{f"md5.{k}": v for k, v in result.md5.items()}})
         run.log_metrics({"bytes": result.bytes, "seconds": result.seconds})
 

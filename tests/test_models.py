@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mnistlab.architecture import describe, markdown_table
-from mnistlab.errors import CheckpointError
-from mnistlab.models import build_model, load_checkpoint, save_checkpoint
+from mnistlab.core.errors import CheckpointError
+from mnistlab.core.models import build_model, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("name", ["cnn", "cnn_bn"])
@@ -62,6 +62,19 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert not loaded.training
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(tmp_path: Path) -> None:
+    """``cnn_bn.pt`` copied over ``cnn.pt``: loading it as ``cnn`` names both models."""
+    path = tmp_path / "cnn.pt"
+    save_checkpoint(path, build_model("cnn_bn"), "cnn_bn", {})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, expected="cnn")
+    message = str(info.value)
+    assert "'cnn_bn'" in message and "'cnn'" in message
+    assert str(path) in message and "\n" not in message
+    loaded, ckpt = load_checkpoint(path, expected="cnn_bn")  # the right name loads
+    assert ckpt["model"] == "cnn_bn" and hasattr(loaded.conv1, "bn")
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_registered_models_classify_like_evaluate(built: Path) -> None:
     import mlflow
     import numpy as np
 
-    from mnistlab import data
+    from mnistlab.core import mnist as data
 
     images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
     x = images[:1000].unsqueeze(1).float().numpy() / 255.0
@@ -138,9 +138,22 @@ def server(built: Path):
     port = _free_port()
     bin_dir = Path(sys.executable).parent
     proc = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{built}/mlflow.db",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=built, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{built}/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=built,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -156,12 +169,16 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
     import urllib.request
 
     body = _json.dumps({"experiment_names": ["mnistlab"]}).encode()
-    req = urllib.request.Request(f"{server}/api/2.0/mlflow/experiments/get-by-name"
-                                 "?experiment_name=mnistlab")
+    req = urllib.request.Request(
+        f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnistlab"
+    )
     exp_id = _json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
     body = _json.dumps({"experiment_ids": [exp_id], "max_results": 1000}).encode()
-    req = urllib.request.Request(f"{server}/api/2.0/mlflow/runs/search", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{server}/api/2.0/mlflow/runs/search",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
     runs = _json.load(urllib.request.urlopen(req))["runs"]
     by_name = {}
     for r in runs:
@@ -173,8 +190,9 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
     params = {p["key"]: p["value"] for p in train["data"]["params"]}
     metrics = {m["key"]: m["value"] for m in train["data"]["metrics"]}
     assert params["train.epochs"] == "1" and "val_accuracy" in metrics
-    models = _json.load(urllib.request.urlopen(
-        f"{server}/api/2.0/mlflow/registered-models/search"))["registered_models"]
+    models = _json.load(
+        urllib.request.urlopen(f"{server}/api/2.0/mlflow/registered-models/search")
+    )["registered_models"]
     assert {"mnist-cnn", "mnist-cnn_bn"} <= {m["name"] for m in models}
 
 
@@ -185,14 +203,23 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from mnistlab import data
+    from mnistlab.core import mnist as data
 
     port = _free_port()
     venv = Path(sys.executable).parent.parent
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", "MODEL=cnn_bn", f"SERVE_PORT={port}",
-         f"VENV={venv}"],
-        cwd=built, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            "make",
+            "--no-print-directory",
+            "serve",
+            "MODEL=cnn_bn",
+            f"SERVE_PORT={port}",
+            f"VENV={venv}",
+        ],
+        cwd=built,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -200,15 +227,21 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
         _wait_http(f"{url}/ping", proc, timeout=180)
         images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
         x = (images[:20].unsqueeze(1).float() / 255).tolist()
-        req = urllib.request.Request(f"{url}/invocations", data=_json.dumps({"inputs": x}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{url}/invocations",
+            data=_json.dumps({"inputs": x}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         preds = _json.load(urllib.request.urlopen(req))["predictions"]
         digits = [max(range(10), key=row.__getitem__) for row in preds]
         assert len(digits) == 20
         assert sum(d == y for d, y in zip(digits, labels[:20].tolist(), strict=True)) >= 10
 
-        bad = urllib.request.Request(f"{url}/invocations", data=b'{"inputs": "not an image"}',
-                                     headers={"Content-Type": "application/json"})
+        bad = urllib.request.Request(
+            f"{url}/invocations",
+            data=b'{"inputs": "not an image"}',
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(bad)
         assert 400 <= info.value.code < 500
@@ -222,9 +255,15 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
         proc.wait(timeout=30)
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> None:
@@ -244,7 +283,8 @@ def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> Non
         page.goto(page_path.as_uri())
         page.wait_for_load_state("load")
         images = page.evaluate(
-            "[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+            "[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+        )
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []
@@ -262,8 +302,13 @@ def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
     assert "errors" not in plots or not plots["errors"], plots.get("errors")
     rendered = plots.get("data", plots)
     names = set(rendered)
-    for title in ("Training loss", "Validation accuracy", "Robust accuracy vs eps",
-                  "Test confusion (cnn)", "Class-model cost (cnn_bn)"):
+    for title in (
+        "Training loss",
+        "Validation accuracy",
+        "Robust accuracy vs eps",
+        "Test confusion (cnn)",
+        "Class-model cost (cnn_bn)",
+    ):
         assert title in names, names
     pngs = [n for n in names if n.endswith(".png")]
     assert len(pngs) >= 30
@@ -274,18 +319,26 @@ def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
 def test_attack_knob_reruns_only_that_form(built: Path) -> None:
     write_params(built, {"attacks": {"targeted": {"beta": 0.7}}})
     status = run(["dvc", "status"], cwd=built).stdout
-    changed = {line.rstrip(":").strip() for line in status.splitlines()
-               if line and not line.startswith((" ", "\t"))}
+    changed = {
+        line.rstrip(":").strip()
+        for line in status.splitlines()
+        if line and not line.startswith((" ", "\t"))
+    }
     assert {"attack@targeted-cnn", "attack@targeted-cnn_bn", "validate_params"} <= changed
     assert not {c for c in changed if c.startswith("attack@") and "targeted" not in c}
     assert "attacks.targeted.beta" in run(["dvc", "params", "diff"], cwd=built).stdout
     executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-    assert executed == {"validate_params", "attack@targeted-cnn", "attack@targeted-cnn_bn",
-                        "transfer", "report"}
+    assert executed == {
+        "validate_params",
+        "attack@targeted-cnn",
+        "attack@targeted-cnn_bn",
+        "transfer",
+        "report",
+    }
 
 
 def test_visualisation_code_edit_reruns_only_visualize(built: Path) -> None:
-    module = built / "src" / "mnistlab" / "figures" / "visualize.py"
+    module = built / "src" / "mnistlab" / "visualize" / "figures.py"
     module.write_text(module.read_text() + "\n# a harmless edit\n")
     executed = ran(run(["dvc", "repro"], cwd=built).stdout)
     # the figures come out byte-identical, so the report downstream need not rerun
@@ -301,7 +354,7 @@ def test_remote_round_trip(built: Path) -> None:
     shutil.rmtree(built / ".dvc" / "cache")
     for out in ("data", "models", "report", "plots/train/cnn", "plots/attack/pgd-cnn"):
         shutil.rmtree(built / out)
-    (built / "plots/visualize/cnn.npz").unlink()
+    (built / "artifacts/visualize/cnn.npz").unlink()
     assert "deleted" in run(["dvc", "status"], cwd=built).stdout
     run(["dvc", "pull"], cwd=built)
     assert "up to date" in run(["dvc", "status"], cwd=built).stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run, write_params
-from mnistlab import data
+from mnistlab.core import mnist as data
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,27 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, run, write_params
-from mnistlab import data
+from mnistlab.core import mnist as data
 
 pytestmark = pytest.mark.slow
 
-TRAIN_CMD = ["python", "-m", "stages.train", "--model", "cnn", "--data", "data/MNIST/raw",
-             "--checkpoint", "models/cnn.pt", "--metrics", "metrics/train/cnn.json",
-             "--series", "plots/train/cnn.csv", "--figures", "plots/train/cnn"]
+TRAIN_CMD = [
+    "python",
+    "-m",
+    "stages.train",
+    "--model",
+    "cnn",
+    "--data",
+    "data/MNIST/raw",
+    "--checkpoint",
+    "models/cnn.pt",
+    "--metrics",
+    "metrics/train/cnn.json",
+    "--rows",
+    "plots/train/cnn.csv",
+    "--figures",
+    "plots/train/cnn",
+]
 
 
 @pytest.fixture
@@ -37,9 +51,12 @@ def _stage(repo: Path, cmd: list[str], **env: str) -> subprocess.CompletedProces
 def _outputs(repo: Path) -> dict[str, bytes]:
     """Every file under the output folders (the scratch repo starts with the committed
     metrics and plot series), to show a failed stage changed none of them."""
-    return {str(p.relative_to(repo)): p.read_bytes()
-            for d in ("metrics", "models", "plots") for p in sorted((repo / d).rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for d in ("metrics", "models", "plots")
+        for p in sorted((repo / d).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _error_line(proc: subprocess.CompletedProcess) -> str:
@@ -123,12 +140,29 @@ def test_corrupt_checkpoint_is_a_clear_error(downloaded: Path, stage: str) -> No
     (repo / "models" / "cnn.pt").write_bytes(b"not a checkpoint")
     common = ["--data", "data/MNIST/raw", "--metrics", "m.json"]
     one = ["--model", "cnn", "--checkpoint", "models/cnn.pt"]
-    extra = {"evaluate": [*one, "--confusion", "c.csv", "--figures", "f"],
-             "visualize": [*one, "--out", "f", "--arrays", "a.npz"],
-             "attack": [*one, "--form", "fgsm", "--series", "s.csv", "--out", "f",
-                        "--arrays", "a.npz"],
-             "transfer": ["--models-dir", "models", "--attacks-dir", "plots/attack",
-                          "--out", "f"]}[stage]
+    extra = {
+        "evaluate": [*one, "--rows", "c.csv", "--figures", "f"],
+        "visualize": [*one, "--figures", "f", "--arrays", "a.npz"],
+        "attack": [
+            *one,
+            "--form",
+            "fgsm",
+            "--rows",
+            "s.csv",
+            "--figures",
+            "f",
+            "--arrays",
+            "a.npz",
+        ],
+        "transfer": [
+            "--models-dir",
+            "models",
+            "--arrays-dir",
+            "artifacts/attack",
+            "--figures",
+            "f",
+        ],
+    }[stage]
     proc = _stage(repo, ["python", "-m", f"stages.{stage}", *common, *extra])
     assert proc.returncode != 0
     assert "models/cnn.pt: corrupt or incompatible checkpoint" in _error_line(proc)
@@ -178,4 +212,3 @@ def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: in
     write_params(repo, {"train": {"epochs": 1, "train_limit": 1000}})
     run(["dvc", "repro", "train@cnn"], cwd=repo)
     assert json.loads((repo / "metrics/train/cnn.json").read_text())["n_train"] == 1000
-

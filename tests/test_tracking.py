@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab import tracking
-from mnistlab.config import parse_params
-from mnistlab.errors import TrackingError
+from helpers.params import params_with
+from mnistlab.core import tracking
+from mnistlab.core.errors import TrackingError
 
 
 def test_uri_prefers_env_var(tmp_path: Path) -> None:
@@ -30,8 +30,14 @@ def test_uri_without_dvc_root_finds_project_root(tmp_path: Path) -> None:
 
 def test_numeric_items_flattens_and_filters() -> None:
     flat = tracking.numeric_items(
-        {"acc": 0.9, "per_class": [0.5, 1], "nested": {"x": 2}, "name": "cnn", "ok": True,
-         "bad": float("nan")}
+        {
+            "acc": 0.9,
+            "per_class": [0.5, 1],
+            "nested": {"x": 2},
+            "name": "cnn",
+            "ok": True,
+            "bad": float("nan"),
+        }
     )
     assert flat == {"acc": 0.9, "per_class.0": 0.5, "per_class.1": 1.0, "nested.x": 2.0}
 
@@ -55,7 +61,7 @@ def _runs(uri: str):
 
 
 def test_stage_run_logs_params_metrics_tags(store: str) -> None:
-    params = parse_params({"train": {"epochs": 2}})
+    params = params_with({"train": {"epochs": 2}})
     with tracking.stage_run("train", {"seed": params.seed, "train": params.train}) as run:
         run.log_metrics({"val": {"accuracy": 0.5}, "per_class": [1, 0]})
         run.log_series("train_loss", [0, 10, 20], [2.0, 1.0, 0.5])

@@ -13,20 +13,15 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from mnistlab import data
-from mnistlab.config import parse_params
-from mnistlab.figures import visualize as figs
-from mnistlab.inspect import (
-    activations,
-    conv_filters,
-    occlusion_maps,
-    occlusion_maps_naive,
-    patch_starts,
-    pick_images,
-)
-from mnistlab.models import build_model
-from mnistlab.train import split_train_val, to_pixels, train_model
-from mnistlab.utils import set_seeds
+from helpers.params import params_with
+from mnistlab.core.mnist import load_mnist
+from mnistlab.core.models import build_model
+from mnistlab.core.runtime import set_seeds
+from mnistlab.core.tensors import to_pixels
+from mnistlab.train import split_train_val, train_model
+from mnistlab.visualize import figures as figs
+from mnistlab.visualize.features import activations, conv_filters, pick_images
+from mnistlab.visualize.occlusion import occlusion_maps, occlusion_maps_naive, patch_starts
 
 
 class OnePixel(nn.Module):
@@ -67,14 +62,14 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def trained(mnist_raw: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A cnn trained for two epochs on 1000 images (~88%), and 10 test images as pixels."""
-    images, labels = data.load_mnist(mnist_raw, "train", verify=False)  # mnist_raw verified
-    test_x, test_y = data.load_mnist(mnist_raw, "test", verify=False)
-    tx, ty, vx, vy = split_train_val(images, labels, 200, seed=0, train_limit=1000)
-    cfg = parse_params({"train": {"epochs": 2, "batch_size": 32}}).train
+    images, labels = load_mnist(mnist_raw, "train", verify=False)  # mnist_raw verified
+    test_x, test_y = load_mnist(mnist_raw, "test", verify=False)
+    tx, ty, vx, vy = split_train_val(images, labels, val_size=200, seed=0, train_limit=1000)
+    cfg = params_with({"train": {"epochs": 2, "batch_size": 32}}).train
     set_seeds(0)
     model = build_model("cnn")
     with single_thread():
-        train_model(model, tx, ty, vx, vy, cfg, seed=0, progress=False)
+        train_model(model, tx, ty, vx, vy, cfg=cfg, seed=0, progress=False)
     idx = pick_images(test_y, 10, seed=1)
     return model, to_pixels(test_x[idx]), test_y[idx]
 
@@ -93,43 +88,52 @@ def _check_summaries(res, stride: int) -> None:
     rows, cols = res.argmin.unbind(1)
     assert torch.equal(res.maps[torch.arange(n), rows // stride, cols // stride], res.min_prob)
     assert torch.equal(res.min_prob, res.maps.flatten(1).min(1).values)
-    assert torch.equal(res.preds[torch.arange(n), rows // stride, cols // stride],
-                       res.pred_at_min)
+    assert torch.equal(res.preds[torch.arange(n), rows // stride, cols // stride], res.pred_at_min)
     assert torch.allclose(res.base_prob - res.maps.mean((1, 2)), res.mean_drop)
 
 
 @pytest.mark.parametrize(("patch", "stride", "n"), [(5, 3, 3), (4, 2, 2), (6, 1, 1), (28, 1, 4)])
-def test_batched_occlusion_equals_naive_loop(trained, one_thread, patch: int, stride: int,
-                                             n: int) -> None:
+def test_batched_occlusion_equals_naive_loop(
+    trained, one_thread, patch: int, stride: int, n: int
+) -> None:
     """The trained cnn in float64, so the only difference left is the algorithm."""
     model, images, labels = trained
     double = build_model("cnn").double()
     double.load_state_dict(model.state_dict())
     x, y = images[:n], labels[:n]
-    fast = occlusion_maps(double, x, y, patch, stride, fill=0.5, batch_size=50)
-    slow = occlusion_maps_naive(double, x, y, patch, stride, fill=0.5)
+    fast = occlusion_maps(double, x, y, patch=patch, stride=stride, fill=0.5, batch_size=50)
+    slow = occlusion_maps_naive(double, x, y, patch=patch, stride=stride, fill=0.5)
     side = (28 - patch) // stride + 1
     assert fast.maps.shape == slow.maps.shape == (n, side, side)
     assert fast.maps.dtype == slow.maps.dtype == torch.float64
-    for a, b in ((fast.maps, slow.maps), (fast.base_prob, slow.base_prob),
-                 (fast.min_prob, slow.min_prob), (fast.mean_drop, slow.mean_drop)):
+    for a, b in (
+        (fast.maps, slow.maps),
+        (fast.base_prob, slow.base_prob),
+        (fast.min_prob, slow.min_prob),
+        (fast.mean_drop, slow.mean_drop),
+    ):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)  # far inside the 1e-6 asked
-    for a, b in ((fast.argmin, slow.argmin), (fast.pred_at_min, slow.pred_at_min),
-                 (fast.preds, slow.preds), (fast.base_pred, slow.base_pred)):
+    for a, b in (
+        (fast.argmin, slow.argmin),
+        (fast.pred_at_min, slow.pred_at_min),
+        (fast.preds, slow.preds),
+        (fast.base_pred, slow.base_pred),
+    ):
         assert torch.equal(a, b)
     _check_summaries(fast, stride)
     assert (fast.base_prob > fast.min_prob).all()  # some patch position hurts the true class
 
 
 @pytest.mark.parametrize(("patch", "stride", "n"), [(5, 3, 3), (6, 1, 2)])
-def test_batched_occlusion_close_to_naive_loop_in_float32(trained, one_thread, patch: int,
-                                                          stride: int, n: int) -> None:
+def test_batched_occlusion_close_to_naive_loop_in_float32(
+    trained, one_thread, patch: int, stride: int, n: int
+) -> None:
     """In float32 a batch of 50 and a batch of 1 take different conv kernels: measured
     differences reach ~1e-6 (a dozen float32 ulps), so allow 5e-6."""
     model, images, labels = trained
     x, y = images[:n], labels[:n]
-    fast = occlusion_maps(model, x, y, patch, stride, fill=0.5, batch_size=50)
-    slow = occlusion_maps_naive(model, x, y, patch, stride, fill=0.5)
+    fast = occlusion_maps(model, x, y, patch=patch, stride=stride, fill=0.5, batch_size=50)
+    slow = occlusion_maps_naive(model, x, y, patch=patch, stride=stride, fill=0.5)
     assert fast.maps.dtype == torch.float32
     torch.testing.assert_close(fast.maps, slow.maps, atol=5e-6, rtol=0)
     torch.testing.assert_close(fast.base_prob, slow.base_prob, atol=5e-6, rtol=0)
@@ -140,27 +144,30 @@ def test_batched_occlusion_close_to_naive_loop_in_float32(trained, one_thread, p
 
 
 @pytest.mark.parametrize("naive", [False, True])
-@pytest.mark.parametrize(("pixel", "patch", "stride"),
-                         [((10, 17), 5, 3), ((13, 14), 6, 1), ((0, 0), 1, 1), ((27, 27), 5, 3),
-                          ((20, 3), 28, 1)])
-def test_one_pixel_model_drops_exactly_where_the_patch_covers(pixel: tuple[int, int], patch: int,
-                                                              stride: int, naive: bool) -> None:
+@pytest.mark.parametrize(
+    ("pixel", "patch", "stride"),
+    [((10, 17), 5, 3), ((13, 14), 6, 1), ((0, 0), 1, 1), ((27, 27), 5, 3), ((20, 3), 28, 1)],
+)
+def test_one_pixel_model_drops_exactly_where_the_patch_covers(
+    pixel: tuple[int, int], patch: int, stride: int, naive: bool
+) -> None:
     r, c = pixel
     model = OnePixel(r, c)
     images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     images[:, 0, r, c] = 1.0
     labels = torch.zeros(3, dtype=torch.long)
     if naive:
-        res = occlusion_maps_naive(model, images, labels, patch, stride, fill=0.0)
+        res = occlusion_maps_naive(model, images, labels, patch=patch, stride=stride, fill=0.0)
     else:
-        res = occlusion_maps(model, images, labels, patch, stride, fill=0.0, batch_size=64)
+        res = occlusion_maps(
+            model, images, labels, patch=patch, stride=stride, fill=0.0, batch_size=64
+        )
 
     starts = patch_starts(patch, stride)
     expect = covered(starts, patch, r)[:, None] & covered(starts, patch, c)[None, :]
     high, low = math.exp(2) / (math.exp(2) + 9), math.exp(-2) / (math.exp(-2) + 9)  # x=1, 0
     assert torch.allclose(res.base_prob, torch.tensor(high, dtype=torch.float64))
-    assert torch.equal(res.maps < res.base_prob[:, None, None] - 1e-9,
-                       expect.expand_as(res.maps))
+    assert torch.equal(res.maps < res.base_prob[:, None, None] - 1e-9, expect.expand_as(res.maps))
     assert torch.allclose(res.maps[:, expect], torch.tensor(low, dtype=torch.float64))
     assert torch.allclose(res.maps[:, ~expect], torch.tensor(high, dtype=torch.float64))
     assert torch.equal(res.preds, torch.where(expect, 1, 0).expand_as(res.preds))
@@ -175,13 +182,24 @@ def test_one_pixel_model_drops_exactly_where_the_patch_covers(pixel: tuple[int, 
         assert (res.pred_at_min == 0).all()
 
 
-@pytest.mark.parametrize(("patch", "stride", "side"),
-                         [(6, 1, 23), (5, 3, 8), (1, 1, 28), (3, 5, 6), (7, 7, 4), (28, 1, 1),
-                          (28, 5, 1), (27, 2, 1), (2, 30, 1)])
+@pytest.mark.parametrize(
+    ("patch", "stride", "side"),
+    [
+        (6, 1, 23),
+        (5, 3, 8),
+        (1, 1, 28),
+        (3, 5, 6),
+        (7, 7, 4),
+        (28, 1, 1),
+        (28, 5, 1),
+        (27, 2, 1),
+        (2, 30, 1),
+    ],
+)
 def test_map_shape(patch: int, stride: int, side: int) -> None:
     model = OnePixel(5, 5)
     images, labels = torch.rand(2, 1, 28, 28), torch.tensor([0, 3])
-    res = occlusion_maps(model, images, labels, patch, stride, fill=0.5, batch_size=64)
+    res = occlusion_maps(model, images, labels, patch=patch, stride=stride, fill=0.5, batch_size=64)
     assert res.maps.shape == res.preds.shape == (2, side, side)
     assert res.argmin.shape == (2, 2) and res.argmin.dtype == torch.long
     for t in (res.base_prob, res.min_prob, res.pred_at_min, res.mean_drop, res.base_pred):
@@ -278,8 +296,11 @@ def _close(fig: Figure) -> None:
 
 def test_filter_figures_share_one_zero_centred_scale(trained) -> None:
     filters = conv_filters(trained[0])
-    for fn, n_axes in ((figs.conv1_filters, 33), (figs.conv2_filters_channel0, 33),
-                       (figs.conv2_filters_all, 2)):
+    for fn, n_axes in (
+        (figs.conv1_filters, 33),
+        (figs.conv2_filters_channel0, 33),
+        (figs.conv2_filters_all, 2),
+    ):
         fig = fn(filters, model="cnn")
         try:
             assert isinstance(fig, Figure)
@@ -313,13 +334,21 @@ def test_activations_figure(trained) -> None:
 def test_occlusion_figure(trained, n: int) -> None:
     model, images, labels = trained
     res = occlusion_maps(model, images[:n], labels[:n], patch=6, stride=2)
-    fig = figs.occlusion(images[:n], labels[:n], res, patch=6, stride=2, model="cnn")
+    fig = figs.occlusion(images[:n], labels[:n], res, model="cnn")
     try:
         assert isinstance(fig, Figure)
-        assert len(fig.axes) == 2 * n + 1  # image and map per example, one colour bar
-        maps = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("min")]
+        assert len(fig.axes) == 3 * n + 2 * n  # image, P map, logit-drop map; 2 colour bars
+        maps = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("P(true")]
         assert len(maps) == n
-        assert all(ax.images[0].get_clim() == (0, 1) for ax in maps)
+        # Each map on its own range (readable where the model is sure everywhere).
+        for ax, m in zip(maps, res.maps, strict=True):
+            assert ax.images[0].get_clim() == pytest.approx((float(m.min()), float(m.max())))
         assert all(ax.images[0].get_array().shape == (12, 12) for ax in maps)
+        # The largest logit drop is marked with the class that takes over there.
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        drops = res.logit_drop.flatten(1).argmax(1)
+        for k in range(n):
+            taker = int(res.preds[k].flatten()[drops[k]])
+            assert f"{int(labels[k])} \u2192 {taker}" in texts
     finally:
         _close(fig)

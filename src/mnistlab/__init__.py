@@ -1,3 +1,4 @@
-"""mnistlab: a reproducible study of two small MNIST CNNs (train, inspect, attack)."""
+"""mnistlab: a reproducible DVC + MLflow study of small MNIST CNNs (train, inspect, attack).
 
-__version__ = "0.1.0"
+Every stage imports this file; it stays a docstring so no stage needs to declare it.
+"""

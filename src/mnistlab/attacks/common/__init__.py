@@ -1,0 +1,1 @@
+"""What the attack forms share: ascent, FGSM/PGD, image selection, figure helpers."""

@@ -1,0 +1,62 @@
+"""Robust accuracy against eps under FGSM or PGD: what the ``fgsm`` and ``pgd`` forms share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mnistlab.attacks.common import figures
+from mnistlab.attacks.common.pgd import Attack, robustness_curve
+from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.tensors import random_indices, to_pixels
+
+
+def seeded_test_subset(
+    test: tuple[Tensor, Tensor],
+    *,
+    n: int,
+    seed: int,
+    device: torch.device | str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``n`` test images of one seeded permutation: indices, pixels, labels."""
+    images, labels = test
+    idx = random_indices(len(labels), n, seed)
+    return idx, to_pixels(images[idx]).to(device), labels[idx].to(device)
+
+
+def curve_outputs(
+    model: nn.Module,
+    test: tuple[Tensor, Tensor],
+    *,
+    name: str,
+    attack: Attack,
+    eps: list[float],
+    n_images: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+) -> StageOutputs:
+    """Robust accuracy of ``model`` under ``attack`` at every eps, as stage outputs."""
+    idx, x, y = seeded_test_subset(test, n=n_images, seed=seed, device=device)
+    curve = robustness_curve(model, x, y, eps_grid=eps, attack=attack, batch_size=batch_size)
+    metrics = {
+        "n_images": len(y),
+        "robust_accuracy": {f"{c['eps']:g}": c["robust_accuracy"] for c in curve},
+        "mean_l2_success": {f"{c['eps']:g}": c["mean_l2_success"] for c in curve},
+    }
+    rows = [
+        {
+            "eps": c["eps"],
+            "robust_accuracy": c["robust_accuracy"],
+            "mean_l2_success": c["mean_l2_success"],
+        }
+        for c in curve
+    ]
+    fig = figures.robustness({name: curve}, f"{name} robustness")
+    return StageOutputs(
+        metrics=metrics,
+        rows=rows,
+        figures={"robustness": fig},
+        arrays={"indices": idx.numpy(), "eps": np.asarray(eps)},
+    )

@@ -1,0 +1,1 @@
+"""Shared test helpers: params from params.yaml plus overrides, scratch repos, MLflow runs."""

@@ -1,0 +1,73 @@
+"""What a stage really imports: its first-party modules, found with ``ast`` (no torch).
+
+A stage's entry module is ``stages/<name>.py`` (``python -m stages.<name>`` in its
+``cmd``); its imports are followed transitively through ``mnistlab`` and ``stages``.
+Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count.
+The one dynamic import (``FORM_PACKAGE = "mnistlab.attacks.{form}"`` in the attack
+entry module) is formatted with the stage's own ``--form`` argument.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+FIRST_PARTY = ("mnistlab", "stages")
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The file of a first-party module, or ``None`` when ``module`` is not one."""
+    parts = module.split(".")
+    base = root / ("src" if parts[0] == "mnistlab" else "") / Path(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(tree: ast.AST, args: dict[str, str]) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and getattr(node.targets[0], "id", "") == "FORM_PACKAGE"
+        ):
+            names.add(node.value.value.format(**args))
+    return {n for n in names if n.split(".")[0] in FIRST_PARTY}
+
+
+def imported_files(root: Path, entry: str, args: dict[str, str] | None = None) -> set[Path]:
+    """Every first-party file that running module ``entry`` imports (transitively)."""
+    args = args or {}
+    seen: set[Path] = set()
+    todo = [entry]
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # parent packages run first
+            path = module_file(root, ".".join(parts[:i]))
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            pkg = ".".join(parts[:i])
+            todo.extend(_imported_names(ast.parse(path.read_text()), args) - {pkg})
+    return seen
+
+
+def entry_and_args(cmd: str) -> tuple[str, dict[str, str]]:
+    """``python -m stages.x --form noise ...`` -> ``("stages.x", {"form": "noise", ...})``."""
+    words = shlex.split(cmd)
+    entry = words[words.index("-m") + 1]
+    args = {
+        w[2:].replace("-", "_"): v
+        for w, v in zip(words, words[1:], strict=False)
+        if w.startswith("--")
+    }
+    return entry, args

@@ -1,0 +1,114 @@
+"""`dvc repro` is only as right as each stage's deps: check them against the real imports.
+
+A stage's code deps are its entry module, ``src/mnistlab/core`` and its own package(s),
+declared by directory so a new file is covered without anyone remembering. These tests
+walk each stage's first-party imports with ``ast`` and fail when a stage imports code
+it does not declare (an edit there would rerun nothing) or declares code it never
+imports (an edit there would rerun it for nothing).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from helpers.deps import entry_and_args, imported_files
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "mnistlab"
+# Importing any module runs these package files; they must stay empty (a docstring).
+IMPLICIT = {SRC / "__init__.py", SRC / "attacks" / "__init__.py", REPO / "stages" / "__init__.py"}
+
+
+def stages() -> list[tuple[str, str, list[Path]]]:
+    """``(name, cmd, code deps)`` of every expanded stage, as DVC itself reads dvc.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        out = []
+        for stage in repo.index.stages:
+            deps = [REPO / d.def_path for d in stage.deps]
+            code = [d for d in deps if d.is_relative_to(SRC) or d.is_relative_to(REPO / "stages")]
+            out.append((stage.addressing, stage.cmd, code))
+    return out
+
+
+STAGES = stages()
+
+
+def covered(path: Path, deps: list[Path]) -> bool:
+    return any(path == d or path.is_relative_to(d) for d in deps)
+
+
+@pytest.mark.parametrize("path", sorted(IMPLICIT), ids=lambda p: str(p.relative_to(REPO)))
+def test_implicit_package_files_are_empty(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in tree.body)
+
+
+def test_every_stage_declares_its_code() -> None:
+    assert len(STAGES) >= 20
+
+
+@pytest.mark.parametrize(("name", "cmd", "deps"), STAGES, ids=[s[0] for s in STAGES])
+def test_stage_imports_only_what_it_declares(name: str, cmd: str, deps: list[Path]) -> None:
+    entry, args = entry_and_args(cmd)
+    files = imported_files(REPO, entry, args) - IMPLICIT
+    undeclared = sorted(str(f.relative_to(REPO)) for f in files if not covered(f, deps))
+    assert not undeclared, f"{name} imports code it does not declare: {undeclared}"
+    unused = sorted(
+        str(d.relative_to(REPO))
+        for d in deps
+        if not any(f == d or f.is_relative_to(d) for f in files)
+    )
+    assert not unused, f"{name} declares code it never imports: {unused}"
+
+
+def test_stage_code_is_declared_by_directory() -> None:
+    """Packages are declared whole: a new file in one is covered without anyone listing it."""
+    for name, _, deps in STAGES:
+        for d in deps:
+            if d.is_relative_to(SRC):
+                assert d.is_dir(), f"{name}: declare the package directory, not {d}"
+
+
+def _package_imports(package: Path) -> set[str]:
+    """Top-level mnistlab packages (``core``, ``train``, ...) imported by ``package``'s files."""
+    found = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
+            found.update(
+                n.split(".")[1] for n in names if n.startswith("mnistlab.") and n.count(".") >= 1
+            )
+    return found
+
+
+def test_core_imports_no_stage_package() -> None:
+    assert _package_imports(SRC / "core") <= {"core"}
+
+
+def test_stage_packages_import_only_core_and_declared_packages() -> None:
+    """A stage package may import only core, itself, and what every stage using it declares."""
+    for package in sorted(
+        p for p in SRC.iterdir() if p.is_dir() and p.name not in ("core", "__pycache__")
+    ):
+        users = [deps for _, _, deps in STAGES if any(d.is_relative_to(package) for d in deps)]
+        assert users, f"no stage declares {package.name}"
+        allowed = {"core", package.name}
+        allowed |= set.intersection(
+            *(
+                {d.relative_to(SRC).parts[0] for d in deps if d.is_relative_to(SRC)}
+                for deps in users
+            )
+        )
+        extra = _package_imports(package) - allowed
+        assert not extra, f"mnistlab.{package.name} imports {sorted(extra)} beyond its stages"
