@@ -78,14 +78,25 @@ def write_params(repo: Path, overrides: dict) -> None:
 TINY = {
     "data": {"sources": ["local"]},  # local_dir is filled in with the cached download
     "train": {"epochs": 1, "train_limit": 2000, "val_size": 500, "log_every": 5},
+    "models": {
+        "cnn_adv": {"epochs": 1, "adversarial": {"steps": 2, "check_images": 100, "check_steps": 3}}
+    },
     "evaluate": {"test_limit": 1000},
     "visualize": {"occlusion": {"n_images": 4, "stride": 3}},
+    "attribution": {"n_images": 3, "ig_steps": 8, "occlusion": {"stride": 2}, "deletion_steps": 8},
     "attacks": {
         "class_model": {"steps": 20},
         "targeted": {"steps": 20},
         "noise": {"steps": 20},
         "fgsm": {"n_images": 100, "eps": [0.0, 0.1, 0.3]},
         "pgd": {"n_images": 100, "eps": [0.0, 0.1, 0.3], "steps": 5},
+        "strong": {
+            "n_images": 100,
+            "eps": [0.1, 0.3],
+            "pgd_steps": 5,
+            "n_iter": 10,
+            "min_eps": {"n_images": 10, "tol": 0.05},
+        },
     },
     "transfer": {"n_images": 100},
 }

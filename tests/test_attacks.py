@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.figure import Figure
 
+from helpers.mnist_small import load_small
 from helpers.params import params_with
 from mnistlab.attacks.class_model import ClassModelResult, class_model
 from mnistlab.attacks.class_model import figures as class_figs
@@ -28,7 +28,6 @@ from mnistlab.attacks.noise import NoiseResult, apply_noise, learn_noise, transf
 from mnistlab.attacks.noise import figures as noise_figs
 from mnistlab.attacks.targeted import TargetedResult, targeted
 from mnistlab.attacks.targeted import figures as targeted_figs
-from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import build_model
 from mnistlab.core.runtime import set_seeds
 from mnistlab.core.tensors import predict, to_pixels
@@ -38,9 +37,9 @@ TARGETS = [2, 3, 6]
 
 
 @pytest.fixture(scope="module")
-def mnist(mnist_raw: Path):
-    images, labels = load_mnist(mnist_raw, "train")
-    test_x, test_y = load_mnist(mnist_raw, "test")
+def mnist():
+    images, labels = load_small("train")
+    test_x, test_y = load_small("test")
     split = split_train_val(images, labels, val_size=500, seed=0, train_limit=2000)
     return split, (test_x[:2000], test_y[:2000])
 

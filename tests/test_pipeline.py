@@ -37,9 +37,11 @@ def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
 def test_full_repro_runs_every_stage_once(built: Path) -> None:
     stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
     executed = ran((built / "first_repro.log").read_text())
-    # `architecture` reads no params and its outputs are committed with dvc.lock, so in a
-    # fresh clone it is already up to date; everything else depends on the tiny profile.
-    assert stages - executed <= {"architecture"}
+    # `architecture@*` reads no params and its outputs are committed with dvc.lock, so in
+    # a fresh clone it is already up to date; everything else depends on the tiny profile.
+    assert stages - executed <= {s for s in stages if s.startswith("architecture@")}
+    assert len(stages) == 1 + 1 + 3 * 5 + 6 * 3 + 3  # validate, download, 5 per model,
+    # 6 attack forms per model, transfer + compare + report
     runs = mlflow_runs(built)
     names = sorted(r.info.run_name for r in runs)
     # one MLflow run per executed stage (validate_params logs none: it only checks)
@@ -47,8 +49,11 @@ def test_full_repro_runs_every_stage_once(built: Path) -> None:
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+MODELS = ("cnn", "cnn_bn", "cnn_adv")
+
+
 def test_outputs_and_metrics(built: Path) -> None:
-    for model in ("cnn", "cnn_bn"):
+    for model in MODELS:
         train = json.loads((built / f"metrics/train/{model}.json").read_text())
         assert train["n_train"] == 2000 and len(train["seconds_per_epoch"]) == 1
         ev = json.loads((built / f"metrics/evaluate/{model}.json").read_text())
@@ -74,7 +79,7 @@ def test_registered_models_classify_like_evaluate(built: Path) -> None:
 
     images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
     x = images[:1000].unsqueeze(1).float().numpy() / 255.0
-    for model in ("cnn", "cnn_bn"):
+    for model in MODELS:
         mlflow.set_tracking_uri(f"sqlite:///{built}/mlflow.db")
         pyfunc = mlflow.pyfunc.load_model(f"models:/mnist-{model}/latest")
         preds = np.asarray(pyfunc.predict(x.astype(np.float32))).argmax(1)
@@ -100,7 +105,7 @@ def test_model_override_reruns_only_that_model(built: Path) -> None:
     out = run(["dvc", "repro"], cwd=built)
     executed = ran(out.stdout)
     assert {"train@cnn_bn", "evaluate@cnn_bn"} <= executed
-    shared = {"validate_params", "transfer", "report"}  # read both models, or params.yaml
+    shared = {"validate_params", "transfer", "compare", "report"}  # read every model
     assert all("cnn_bn" in s or s in shared for s in executed), executed
     assert (built / "metrics/evaluate/cnn.json").read_text() == before
 
@@ -360,3 +365,107 @@ def test_remote_round_trip(built: Path) -> None:
     assert "up to date" in run(["dvc", "status"], cwd=built).stdout
     assert (built / "models" / "cnn.pt").is_file()
     assert (built / "report" / "index.html").is_file()
+
+
+def test_every_figure_directory_matches_the_registry(built: Path) -> None:
+    """What each stage draws is exactly what the figure registry (and the report) expects."""
+    from mnistlab.core.figures import figure_kind, registry_mismatch
+
+    dirs = sorted({p.parent for p in (built / "plots").rglob("*.png")})
+    kinds = {figure_kind(d) for d in dirs}
+    assert {"train", "attribution", "attack/strong", "compare", "transfer"} <= kinds
+    for d in dirs:
+        missing, unexpected = registry_mismatch(figure_kind(d), [p.stem for p in d.glob("*.png")])
+        assert not missing and not unexpected, (d, missing, unexpected)
+
+
+def test_metrics_are_strict_json(built: Path) -> None:
+    """No NaN or Infinity tokens: every metrics file parses with a strict parser."""
+
+    def reject(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    files = sorted((built / "metrics").rglob("*.json"))
+    assert len(files) >= 30
+    for path in files:
+        json.loads(path.read_text(), parse_constant=reject)
+
+
+def test_robust_model_metrics(built: Path) -> None:
+    train = json.loads((built / "metrics/train/cnn_adv.json").read_text())
+    assert 0 <= train["val_robust_accuracy"] <= 1 and train["best_epoch"] == 1
+    rows = (built / "plots/train/cnn_adv.csv").read_text().splitlines()
+    assert rows[0].endswith("val_robust_accuracy")
+    for model in MODELS:
+        strong = json.loads((built / f"metrics/attack/strong-{model}.json").read_text())
+        ra = strong["robust_accuracy"]
+        for eps in ("0.1", "0.3"):
+            # the ensemble includes PGD, so it can only be stronger (lower accuracy)
+            assert ra["strong"][eps] <= ra["apgd_ce"][eps] <= ra["pgd"][eps]
+            assert ra["gap"][eps] == pytest.approx(ra["pgd"][eps] - ra["strong"][eps])
+        assert strong["min_eps"]["n_images"] == 10
+    transfer = json.loads((built / "metrics/transfer.json").read_text())
+    assert set(transfer["success"]) == {"class_model", "targeted", "noise", "pgd"}
+    assert all(len(row) == 3 for row in transfer["success"]["class_model"].values())
+    attribution = json.loads((built / "metrics/attribution/cnn.json").read_text())
+    assert set(attribution["deletion_auc"]) == {
+        "saliency",
+        "integrated_gradients",
+        "grad_cam",
+        "occlusion",
+        "random",
+    }
+
+
+def _edit(repo: Path, rel: str) -> None:
+    path = repo / rel
+    path.write_text(path.read_text() + "\n# a harmless edit\n")
+
+
+def _restore(repo: Path) -> None:
+    run(["git", "checkout", "--", "src", "params.yaml"], cwd=repo)
+    run(["dvc", "repro"], cwd=repo)
+
+
+def test_download_source_edit_reruns_only_download(built: Path) -> None:
+    _edit(built, "src/mnistlab/download/__init__.py")
+    try:
+        # the data come out byte-identical, so nothing downstream reruns
+        assert ran(run(["dvc", "repro"], cwd=built).stdout) == {"download"}
+    finally:
+        _restore(built)
+
+
+def test_noise_attack_edit_reruns_only_the_noise_attack(built: Path) -> None:
+    _edit(built, "src/mnistlab/attacks/noise/__init__.py")
+    try:
+        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+        noise = {f"attack@noise-{m}" for m in MODELS}
+        assert noise <= executed <= noise | {"transfer", "report"}
+    finally:
+        _restore(built)
+
+
+def test_core_edit_makes_every_stage_out_of_date(built: Path) -> None:
+    _edit(built, "src/mnistlab/core/tensors.py")
+    try:
+        status = run(["dvc", "status", "--json"], cwd=built).stdout
+        stale = set(json.loads(status))
+        stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
+        assert stale == stages
+    finally:
+        run(["git", "checkout", "--", "src"], cwd=built)
+        assert json.loads(run(["dvc", "status", "--json"], cwd=built).stdout) == {}
+
+
+def test_robust_model_override_reruns_only_its_stages(built: Path) -> None:
+    write_params(built, {"models": {"cnn_adv": {"adversarial": {"step_ratio": 0.6}}}})
+    try:
+        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+        assert {"train@cnn_adv", "evaluate@cnn_adv", "attack@strong-cnn_adv"} <= executed
+        shared = {"validate_params", "transfer", "compare", "report"}
+        assert all(
+            s.endswith("-cnn_adv") or s.endswith("@cnn_adv") or s in shared for s in executed
+        ), executed
+    finally:
+        _restore(built)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.mnist_small import load_small
 from helpers.params import params_with
-from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import build_model, load_checkpoint, save_checkpoint
 from mnistlab.core.runtime import set_seeds
 from mnistlab.core.tensors import random_indices, to_pixels
@@ -50,9 +50,9 @@ def test_split_is_seeded_and_disjoint() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_mnist(mnist_raw: Path):
-    images, labels = load_mnist(mnist_raw, "train")
-    test_x, test_y = load_mnist(mnist_raw, "test")
+def small_mnist():
+    images, labels = load_small("train")
+    test_x, test_y = load_small("test")
     return split_train_val(images, labels, val_size=300, seed=0, train_limit=600), (
         test_x[:500],
         test_y[:500],

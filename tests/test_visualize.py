@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -13,8 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from helpers.mnist_small import load_small
 from helpers.params import params_with
-from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import build_model
 from mnistlab.core.runtime import set_seeds
 from mnistlab.core.tensors import to_pixels
@@ -60,10 +59,10 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_raw: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A cnn trained for two epochs on 1000 images (~88%), and 10 test images as pixels."""
-    images, labels = load_mnist(mnist_raw, "train", verify=False)  # mnist_raw verified
-    test_x, test_y = load_mnist(mnist_raw, "test", verify=False)
+    images, labels = load_small("train")
+    test_x, test_y = load_small("test")
     tx, ty, vx, vy = split_train_val(images, labels, val_size=200, seed=0, train_limit=1000)
     cfg = params_with({"train": {"epochs": 2, "batch_size": 32}}).train
     set_seeds(0)

@@ -129,6 +129,7 @@ def compute(
     )
     metrics = {
         "n_images": len(y),
+        "pgd_steps": cfg.pgd_steps,
         "clean_accuracy": float((predict(model, x) == y).float().mean()),
         "robust_accuracy": {
             "pgd": {f"{r['eps']:g}": r["pgd_accuracy"] for r in rows},
