@@ -10,8 +10,10 @@ import argparse
 import logging
 import sys
 
-from bench import report
-from bench.cases import CASES
+from bench import report, robust
+from bench.cases import CASES as BASE_CASES
+
+CASES = {**BASE_CASES, **robust.CASES}
 
 log = logging.getLogger("bench")
 

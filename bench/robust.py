@@ -1,0 +1,222 @@
+"""Benchmark cases for adversarial training, the strong attack and attribution.
+
+Each returns rows ``(case, measure, ours, baseline, ratio, notes)``, the ratio against
+a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench.cases import BATCH, _best_of, _ours, _params, _raw, _trained
+from mnistlab.core.mnist import load_mnist
+from mnistlab.core.models import build_model
+from mnistlab.core.tensors import to_pixels
+
+
+def _adv_steps(model, batches, steps: int, *, adv, warmup: int = 3) -> float:
+    """Images/s of adversarial training steps (crafting + update), after a warm-up."""
+    from mnistlab.train.adversarial import perturb
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    n, start = 0, 0.0
+    for i, (x, y) in enumerate(batches):
+        if i == warmup:
+            n, start = 0, time.perf_counter()
+        if adv is not None:
+            x = perturb(
+                model,
+                x,
+                y,
+                eps=adv.eps,
+                method=adv.method,
+                steps=adv.steps,
+                step_ratio=adv.step_ratio,
+                generator=gen,
+            )
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += len(y)
+        if i + 1 == warmup + steps:
+            break
+    return n / (time.perf_counter() - start)
+
+
+def adversarial_training(args: argparse.Namespace, steps: int = 30) -> list[list]:
+    """PGD training's images/s against natural training of the same model, same loop."""
+    images, labels = load_mnist(_raw(args), "train")
+    adv = _params().train_for("cnn_adv").adversarial
+    torch.manual_seed(0)
+    model = build_model("cnn_adv").to(memory_format=torch.channels_last)
+    natural = _adv_steps(model, _ours(images, labels, True), steps * 4, adv=None)
+    robust = _adv_steps(model, _ours(images, labels, True), steps, adv=adv)
+    return [
+        [
+            "train cnn_adv",
+            f"training images/s (batch {BATCH}, {adv.method} {adv.steps} steps)",
+            f"{robust:,.0f}",
+            f"{natural:,.0f}",
+            f"{robust / natural:.2f}x",
+            f"baseline: natural training of the same model; {adv.steps + 1} forward/backward "
+            "passes per batch bound the cost",
+        ]
+    ]
+
+
+def profile_step(args: argparse.Namespace, steps: int = 20) -> list[list]:
+    """Where a PGD-training step's time goes (torch.profiler), top operators by CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mnistlab.train.adversarial import perturb
+
+    images, labels = load_mnist(_raw(args), "train")
+    adv = _params().train_for("cnn_adv").adversarial
+    model = build_model("cnn_adv").to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    batches = _ours(images, labels, True)
+    for _ in range(3):
+        next(batches)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            x, y = next(batches)
+            x = perturb(
+                model,
+                x,
+                y,
+                eps=adv.eps,
+                method=adv.method,
+                steps=adv.steps,
+                step_ratio=adv.step_ratio,
+                generator=gen,
+            )
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+    return [
+        [
+            "profile cnn_adv step",
+            f"share of self CPU time: {e.key}",
+            f"{e.self_cpu_time_total / 1e3 / steps:.1f} ms/step",
+            "",
+            f"{e.self_cpu_time_total / total:.0%}",
+            "torch.profiler, PGD training step",
+        ]
+        for e in top
+    ]
+
+
+def strong_attack(args: argparse.Namespace, n: int = 200) -> list[list]:
+    """Images/s of the strong ensemble vs PGD-40 on the same images, per model."""
+    from mnistlab.attacks.common.pgd import pgd
+    from mnistlab.attacks.strong import worst_case
+
+    raw = _raw(args)
+    cfg = _params().attacks.strong
+    images, labels = load_mnist(raw, "test")
+    x, y = to_pixels(images[:n]), labels[:n]
+    rows = []
+    for name in ("cnn", "cnn_adv"):
+        model, source = _trained(name, raw)
+        gen = torch.Generator().manual_seed(0)
+        t_strong = _best_of(
+            lambda m=model, g=gen: worst_case(m, x, y, eps=0.3, cfg=cfg, gen=g), repeat=1
+        )
+        t_pgd = _best_of(
+            lambda m=model, g=gen: pgd(
+                m,
+                x,
+                y,
+                eps=0.3,
+                steps=cfg.pgd_steps,
+                step_size=cfg.pgd_step_ratio * 0.3,
+                random_start=True,
+                early_stop=True,
+                gen=g,
+                batch_size=cfg.batch_size,
+            ),
+            repeat=1,
+        )
+        rows.append(
+            [
+                f"strong {name} eps 0.3",
+                f"images/s ({n} images)",
+                f"{n / t_strong:.1f}",
+                f"{n / t_pgd:.1f}",
+                f"{t_pgd / t_strong:.2f}x",
+                f"PGD-{cfg.pgd_steps} + APGD-CE x{cfg.n_restarts} + APGD-DLR-T x{cfg.n_targets}, "
+                f"{cfg.n_iter} iterations each, vs PGD-{cfg.pgd_steps} alone; {source}",
+            ]
+        )
+    return rows
+
+
+def occlusion_vs_captum(args: argparse.Namespace) -> list[list]:
+    """Our batched occlusion vs Captum's Occlusion on the same inputs (same answer to 1e-6)."""
+    from mnistlab.attribution.methods import occlusion_captum, occlusion_to_pixels
+    from mnistlab.visualize.occlusion import occlusion_maps
+
+    raw = _raw(args)
+    cfg = _params().attribution.occlusion
+    images, labels = load_mnist(raw, "test")
+    x, y = to_pixels(images[:10]), labels[:10]
+    model, source = _trained("cnn", raw)
+    ours = _best_of(lambda: occlusion_maps(model, x, y, cfg.patch, cfg.stride, cfg.fill))
+    theirs = _best_of(
+        lambda: occlusion_captum(
+            model,
+            x,
+            y,
+            patch=cfg.patch,
+            stride=cfg.stride,
+            fill=cfg.fill,
+            perturbations_per_eval=64,
+        )
+    )
+    maps = occlusion_maps(model, x, y, cfg.patch, cfg.stride, cfg.fill)
+    diff = (
+        (
+            occlusion_to_pixels(maps.logit_drop, patch=cfg.patch, stride=cfg.stride).float()
+            - occlusion_captum(
+                model,
+                x,
+                y,
+                patch=cfg.patch,
+                stride=cfg.stride,
+                fill=cfg.fill,
+                perturbations_per_eval=64,
+            )
+        )
+        .abs()
+        .max()
+    )
+    return [
+        [
+            "occlusion vs Captum",
+            f"seconds for 10 images (patch {cfg.patch}, stride {cfg.stride})",
+            f"{ours:.2f}",
+            f"{theirs:.2f}",
+            f"{theirs / ours:.2f}x",
+            f"Captum Occlusion, 64 windows per pass; max |difference| {float(diff):.1e}; {source}",
+        ]
+    ]
+
+
+CASES = {
+    "adversarial_training": adversarial_training,
+    "profile_step": profile_step,
+    "strong_attack": strong_attack,
+    "occlusion_vs_captum": occlusion_vs_captum,
+}
