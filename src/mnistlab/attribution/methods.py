@@ -35,13 +35,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from captum.attr import (
-    IntegratedGradients,
-    LayerAttribution,
-    LayerGradCam,
-    Occlusion,
-    Saliency,
-)
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 from torch.nn import functional as F
 

@@ -98,10 +98,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, name: str, params: dict[
 
 
 def load_checkpoint(
-    path: str | Path,
-    *,
-    expected: str | None = None,
-    device: torch.device | str = "cpu",
+    path: str | Path, *, expected: str | None = None, device: torch.device | str = "cpu"
 ) -> tuple[MnistCNN, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`, in eval mode.
 

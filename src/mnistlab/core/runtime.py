@@ -29,9 +29,7 @@ EXIT_INTERRUPTED = 130
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     # MLflow and alembic are chatty at INFO; keep stage logs readable.
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):

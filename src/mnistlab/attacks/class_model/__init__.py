@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from mnistlab.attacks.common.ascent import adam_ascent, rand, sq_norm, target_objective
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.selection import mean
-from mnistlab.core.config import NUM_CLASSES, Params
+from mnistlab.core.config import NUM_CLASSES
 from mnistlab.core.outputs import StageOutputs
 from mnistlab.core.tensors import frozen, generator, model_device
 
@@ -70,15 +71,9 @@ def class_model(
     )
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@class_model-<model>`` stage: one image grown per class, and its cost."""
+    model, params, gen = inp.model, inp.params, inp.gen
     from mnistlab.attacks.class_model import figures
 
     cfg = params.attacks.class_model

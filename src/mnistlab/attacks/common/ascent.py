@@ -69,11 +69,7 @@ def target_objective(
 
 
 def adam_ascent(
-    var: Tensor,
-    objective: Objective,
-    steps: int,
-    lr: float,
-    project: Callable[[Tensor], None],
+    var: Tensor, objective: Objective, steps: int, lr: float, project: Callable[[Tensor], None]
 ) -> tuple[Tensor, Tensor]:
     """Maximise ``objective(var)[0].sum()`` with Adam on ``var``, projecting after each step.
 

@@ -13,11 +13,7 @@ from mnistlab.core.tensors import random_indices, to_pixels
 
 
 def seeded_test_subset(
-    test: tuple[Tensor, Tensor],
-    *,
-    n: int,
-    seed: int,
-    device: torch.device | str,
+    test: tuple[Tensor, Tensor], *, n: int, seed: int, device: torch.device | str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The first ``n`` test images of one seeded permutation: indices, pixels, labels."""
     images, labels = test

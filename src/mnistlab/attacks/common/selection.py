@@ -132,11 +132,7 @@ def pick_transfer_images(
 
 
 def originals(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    seed: int,
-    device: torch.device | str,
+    model: nn.Module, test: tuple[Tensor, Tensor], *, seed: int, device: torch.device | str
 ) -> tuple[Tensor, Tensor]:
     """One seeded, correctly classified test image of each class 0-9.
 

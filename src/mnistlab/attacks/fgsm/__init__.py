@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import fgsm_attack
 from mnistlab.attacks.common.robustness import curve_outputs
-from mnistlab.core.config import Params
 from mnistlab.core.outputs import StageOutputs
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@fgsm-<model>`` stage: robust accuracy at every eps of the grid."""
+    model, test, params, device = inp.model, inp.test, inp.params, inp.device
     cfg = params.attacks.fgsm
     return curve_outputs(
         model,

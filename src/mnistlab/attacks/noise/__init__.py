@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from mnistlab.attacks.common.ascent import adam_ascent, sq_norm, target_objective
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.selection import mean, originals, pick_transfer_images
-from mnistlab.core.config import Params
 from mnistlab.core.outputs import StageOutputs
 from mnistlab.core.tensors import as_pixels, frozen, predict
 
@@ -113,15 +113,9 @@ def apply_noise(
     return predict(model, x.flatten(0, 1), batch_size=batch_size).view(m, k)
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@noise-<model>`` stage: the report's noise pair sets and their transfer."""
+    model, test, params, device = inp.model, inp.test, inp.params, inp.device
     from mnistlab.attacks.noise import figures
 
     cfg = params.attacks.noise

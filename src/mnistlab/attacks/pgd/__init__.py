@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import pgd_attack
 from mnistlab.attacks.common.robustness import curve_outputs
-from mnistlab.core.config import Params
 from mnistlab.core.outputs import StageOutputs
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@pgd-<model>`` stage: robust accuracy at every eps of the grid."""
+    model, test, params, gen, device = inp.model, inp.test, inp.params, inp.gen, inp.device
     cfg = params.attacks.pgd
     attack = pgd_attack(
         model,

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import pgd
 from mnistlab.attacks.common.robustness import seeded_test_subset
 from mnistlab.attacks.strong.apgd import minimal_eps, strong_attack, strong_attack_fn
-from mnistlab.core.config import Params, StrongParams
+from mnistlab.core.config import StrongParams
 from mnistlab.core.outputs import StageOutputs
 from mnistlab.core.tensors import predict
 
@@ -24,13 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def worst_case(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    cfg: StrongParams,
-    gen: torch.Generator,
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, cfg: StrongParams, gen: torch.Generator
 ) -> dict[str, Tensor]:
     """Per-image robustness under PGD-40 alone and under the whole ensemble at ``eps``.
 
@@ -83,15 +78,9 @@ def quartiles(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@strong-<model>`` stage."""
+    model, test, params, gen, device = inp.model, inp.test, inp.params, inp.gen, inp.device
     from mnistlab.attacks.strong import figures
 
     cfg = params.attacks.strong

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from mnistlab.attacks.common.ascent import adam_ascent, sq_norm, target_objective
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.selection import mean, originals
-from mnistlab.core.config import Params
 from mnistlab.core.outputs import StageOutputs
 from mnistlab.core.tensors import frozen
 
@@ -77,15 +77,9 @@ def targeted(
     )
 
 
-def compute(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    params: Params,
-    gen: torch.Generator,
-    device: torch.device | str,
-) -> StageOutputs:
+def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@targeted-<model>`` stage: one test image per class pushed to each target."""
+    model, test, params, device = inp.model, inp.test, inp.params, inp.device
     from mnistlab.attacks.targeted import figures
 
     cfg = params.attacks.targeted

@@ -1,0 +1,89 @@
+"""What a stage that reads one trained model does before it computes.
+
+Parse ``--model``, ``--data``, ``--checkpoint`` and the stage's own options (paths come
+from ``dvc.yaml``), validate params, pick the device, load the checkpoint (checked
+against ``--model``) and the MD5-verified MNIST test split: all of it before the
+stage's MLflow run opens, so a bad input fails in one line and changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mnistlab.core.config import Params, load_params
+from mnistlab.core.mnist import load_mnist
+from mnistlab.core.models import load_checkpoint
+from mnistlab.core.outputs import StageOutputs, write_outputs
+from mnistlab.core.runtime import parse_args, resolve_device
+from mnistlab.core.tracking import stage_run
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStage:
+    """The inputs of a stage that reads one trained model and the test split."""
+
+    args: Any  # the parsed command line (argparse.Namespace)
+    params: Params
+    device: torch.device
+    model: nn.Module
+    images: Tensor  # uint8 (N, 28, 28)
+    labels: Tensor  # int64 (N,)
+
+
+def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> ModelStage:
+    """Everything a per-model stage needs before it computes.
+
+    Args:
+        doc: the stage's docstring, for ``--help``.
+        argv: the command line (``None``: ``sys.argv``).
+        options: the stage's own required options, ``name=help``.
+    """
+    args = parse_args(
+        doc,
+        argv,
+        model="model name",
+        data="raw MNIST directory",
+        checkpoint="checkpoint file",
+        **options,
+    )
+    params = load_params()
+    device = resolve_device(params.device)
+    model, _ = load_checkpoint(args.checkpoint, expected=args.model, device=device)
+    images, labels = load_mnist(args.data, "test")  # MD5-verified before any compute
+    return ModelStage(args, params, device, model, images, labels)
+
+
+def run_model_stage(
+    stage: str,
+    compute: Callable[..., StageOutputs],
+    doc: str | None,
+    argv: list[str] | None,
+    *,
+    tables: tuple[str, ...] = (),
+    **outputs: str,
+) -> None:
+    """The whole of a per-model stage whose library call is ``compute``.
+
+    ``compute(model, images, labels, name=, cfg=, seed=, device=)`` gets the params
+    section named like the stage; its outputs go to the paths given as ``--<output>``.
+
+    Args:
+        stage: the stage (and params section) name, e.g. ``"evaluate"``.
+        tables: output options that are extra CSV tables (``StageOutputs.tables``).
+        outputs: the stage's output options, ``name=help`` (metrics, rows, figures, arrays
+            and the tables).
+    """
+    s = model_stage(doc, argv, **outputs)
+    p, a = s.params, s.args
+    cfg = getattr(p, stage)
+    with stage_run(f"{stage}@{a.model}", {"seed": p.seed, "device": p.device, stage: cfg}) as run:
+        out = compute(
+            s.model, s.images, s.labels, name=a.model, cfg=cfg, seed=p.seed, device=s.device
+        )
+        paths = {k: getattr(a, k) for k in outputs if k not in tables}
+        write_outputs(out, run, tables={t: getattr(a, t) for t in tables}, **paths)
