@@ -469,3 +469,67 @@ def test_robust_model_override_reruns_only_its_stages(built: Path) -> None:
         ), executed
     finally:
         _restore(built)
+
+
+def test_attribution_reruns_on_its_params_only(built: Path) -> None:
+    write_params(built, {"attacks": {"fgsm": {"eps": [0.0, 0.2]}}})
+    try:
+        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+        assert not {s for s in executed if s.startswith("attribution@")}, executed
+        write_params(built, {"attribution": {"ig_steps": 4}})
+        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
+        assert {f"attribution@{m}" for m in MODELS} <= executed
+        assert executed <= {f"attribution@{m}" for m in MODELS} | {
+            "validate_params",
+            "compare",
+            "report",
+        }
+    finally:
+        _restore(built)
+
+
+@pytest.mark.parametrize("model", ["cnn", "cnn_bn"])
+def test_apgd_matches_an_independent_library(built: Path, model: str) -> None:
+    """Our APGD-CE against the Adversarial Robustness Toolbox's (same algorithm, its own
+    code) on the pipeline's models: within a point; the full ensemble never weaker."""
+    import numpy as np
+    import torch
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    from mnistlab.attacks.strong.apgd import apgd, strong_attack
+    from mnistlab.core import mnist as data
+    from mnistlab.core.models import load_checkpoint
+    from mnistlab.core.tensors import predict, to_pixels
+
+    net, _ = load_checkpoint(built / f"models/{model}.pt", expected=model)
+    images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
+    x, y, eps = to_pixels(images[:200]), labels[:200], 0.1
+    gen = torch.Generator().manual_seed(0)
+    ours_ce = float(
+        (predict(net, apgd(net, x, y, eps=eps, n_iter=50, generator=gen)) == y).float().mean()
+    )
+    ours = strong_attack(net, x, y, eps=eps, n_iter=50, generator=gen).robust_accuracy
+    clf = PyTorchClassifier(
+        model=net,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    art = AutoProjectedGradientDescent(
+        clf,
+        norm=np.inf,
+        eps=eps,
+        eps_step=2 * eps,
+        max_iter=50,
+        nb_random_init=1,
+        batch_size=200,
+        loss_type="cross_entropy",
+        verbose=False,
+    )
+    x_art = art.generate(x.numpy(), y=y.numpy())
+    theirs = float((clf.predict(x_art).argmax(1) == y.numpy()).mean())
+    assert abs(ours_ce - theirs) <= 0.01 + 1e-9, (ours_ce, theirs)
+    assert ours <= theirs + 1e-9, (ours, theirs)
