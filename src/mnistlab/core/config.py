@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mnistlab.core.errors import ParamsError
 
@@ -199,6 +199,8 @@ class TransferParams(_Section):
 class Params(_Section):
     seed: Annotated[int, Field(ge=0, lt=2**32)]  # numpy seeds take 32 bits
     device: Literal["auto", "cpu", "cuda"]
+    # torch threads per process: "auto" = the cores this process may use / DVC queue workers
+    threads: Literal["auto"] | Annotated[int, Field(gt=0, le=1024)]
     data: DataParams
     train: TrainParams
     # Per-model overrides of any `train` key, e.g. models.cnn_bn.lr: 0.005.
@@ -208,6 +210,13 @@ class Params(_Section):
     attribution: AttributionParams
     attacks: AttackParams
     transfer: TransferParams
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and 0 < value <= 1024):
+            return value
+        raise ValueError(f"must be 'auto' or a number of threads from 1 to 1024 (got {value!r})")
 
     @model_validator(mode="after")
     def _overrides_are_valid(self) -> Params:

@@ -72,6 +72,32 @@ def set_seeds(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def apply_threads(setting: str | int) -> int:
+    """Size torch's thread pools from the ``threads`` param, before any torch work.
+
+    ``auto``: the cores this process may use divided by the DVC queue workers running
+    (see :func:`mnistlab.core.procs.auto_threads`), at least 1; an int: that many.
+    Sets the intra-op threads and, unless its pool has started, the inter-op ones.
+
+    Returns:
+        The intra-op thread count now in effect.
+    """
+    import torch
+
+    from mnistlab.core.procs import auto_threads
+
+    root = os.environ.get("DVC_ROOT") or os.getcwd()
+    n = auto_threads(root) if setting == "auto" else int(setting)
+    torch.set_num_threads(n)
+    set_interop = getattr(torch, "set_num_interop_threads", None) or torch.set_interop_threads
+    try:
+        set_interop(n)
+    except RuntimeError:  # already set, or parallel work already started in this process
+        pass
+    log.info("torch threads: %d (threads: %s)", n, setting)
+    return n
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     import torch

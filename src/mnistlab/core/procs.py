@@ -1,0 +1,189 @@
+"""What a stage can learn about the processes around it, from ``/proc`` (Linux).
+
+- Which ``dvc`` process runs this stage (:func:`dvc_ancestor`): its pid and start time
+  identify one pipeline execution (one ``dvc repro``, one ``dvc exp run``, or one
+  queued experiment's ``dvc exp exec-run``), so every stage of it finds the same
+  MLflow parent run.
+- How many ``dvc queue start -j N`` workers run for a repo (:func:`queue_workers`).
+  DVC sets no environment variable for that: each worker is a process
+  ``dvc exp queue-worker dvc-exp-<hash>-<n>@localhost``, where ``<hash>`` is the first
+  six hex digits of the sha256 of ``<repo>/.dvc/tmp/exps/celery``; a worker runs one
+  experiment at a time and exits after ~10 s idle.
+- Whether a recorded pid still runs (:func:`is_alive`), guarding against pid reuse
+  with the start time.
+
+Elsewhere than Linux every answer is "unknown": no ancestor, no workers, alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+PROC = Path("/proc")
+WORKER_CMD = ("exp", "queue-worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcInfo:
+    """One process: pid, parent pid, start time and command line.
+
+    Attributes:
+        start: clock ticks after boot at which it started (``/proc/<pid>/stat`` field
+            22); with the pid and the boot id it names the process uniquely.
+    """
+
+    pid: int
+    ppid: int
+    start: int
+    argv: tuple[str, ...]
+
+
+def proc_info(pid: int) -> ProcInfo | None:
+    """The process ``pid``, or None when it does not exist (or /proc is absent)."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    # Field 2 (the command name) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    return ProcInfo(pid=pid, ppid=int(fields[1]), start=int(fields[19]), argv=argv)
+
+
+def ancestors(pid: int | None = None) -> Iterator[ProcInfo]:
+    """The parent of ``pid`` (default: this process), its parent, ... up to pid 1."""
+    info = proc_info(os.getpid() if pid is None else pid)
+    seen: set[int] = set()
+    while info is not None and info.ppid > 0 and info.ppid not in seen:
+        seen.add(info.ppid)
+        info = proc_info(info.ppid)
+        if info is not None:
+            yield info
+
+
+def dvc_args(argv: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The arguments after ``dvc`` when ``argv`` runs DVC, else None.
+
+    DVC runs as ``dvc ...``, ``python /path/bin/dvc ...`` (its console script, as the
+    kernel shows it) or ``python -m dvc ...``.
+    """
+    if not argv:
+        return None
+    if Path(argv[0]).name == "dvc":
+        return argv[1:]
+    if Path(argv[0]).name.startswith("python"):
+        if len(argv) > 1 and Path(argv[1]).name == "dvc":
+            return argv[2:]
+        if argv[1:3] == ("-m", "dvc"):
+            return argv[3:]
+    return None
+
+
+def dvc_ancestor(pid: int | None = None) -> ProcInfo | None:
+    """The nearest ancestor running DVC: the process that runs this stage's pipeline."""
+    for info in ancestors(pid):
+        if dvc_args(info.argv) is not None:
+            return info
+    return None
+
+
+def boot_id() -> str:
+    """This boot's id (pids and start times repeat across boots); '' when unknown."""
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def is_alive(pid: int, start: int | None = None) -> bool:
+    """Whether ``pid`` runs on this host and, given ``start``, is the process that did."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    except OSError:
+        return True  # cannot tell: assume alive rather than mark a live run killed
+    if start is None:
+        return True
+    info = proc_info(pid)
+    return info is None or info.start == start  # None: no /proc, cannot tell
+
+
+def worker_node(argv: tuple[str, ...]) -> str | None:
+    """The celery node name when ``argv`` is a DVC queue worker, else None."""
+    args = dvc_args(argv)
+    if args is None or tuple(args[:2]) != WORKER_CMD or len(args) < 3:
+        return None
+    return args[2]
+
+
+def queue_prefixes(root: str | Path) -> set[str]:
+    """Node-name prefixes (``dvc-exp-<hash>-``) of the queue workers of the repo at ``root``."""
+    out = set()
+    for path in {str(root), os.path.realpath(root)}:
+        wdir = os.path.join(path, ".dvc", "tmp", "exps", "celery")
+        out.add(f"dvc-exp-{hashlib.sha256(wdir.encode()).hexdigest()[:6]}-")
+    return out
+
+
+def _prefix(node: str) -> str:
+    return node.rsplit("-", 1)[0] + "-"
+
+
+def queue_workers(root: str | Path | None = None) -> tuple[int, bool]:
+    """How many DVC queue workers run for this stage's repo, and whether one runs it.
+
+    The repo is the one whose worker is an ancestor of this process when there is
+    one; else the one at ``root``.
+    """
+    prefixes: set[str] = set()
+    inside = False
+    for info in ancestors():
+        node = worker_node(info.argv)
+        if node:
+            prefixes, inside = {_prefix(node)}, True
+            break
+    if not prefixes and root is not None:
+        prefixes = queue_prefixes(root)
+    if not prefixes or not PROC.is_dir():
+        return 0, inside
+    nodes = set()
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (info := proc_info(int(entry.name))) is not None:
+            node = worker_node(info.argv)
+            if node and _prefix(node) in prefixes:
+                nodes.add(node)  # one per worker, however its process shows up
+    return len(nodes), inside
+
+
+def auto_threads(root: str | Path | None = None) -> int:
+    """Threads for ``threads: auto``: the cores this process may use, shared fairly.
+
+    The cores are ``os.sched_getaffinity`` (what ``taskset`` or a cpuset allows; a CPU
+    quota is not seen). They are divided by the queue workers running for the repo,
+    plus one when this process is not itself run by one of them (a ``dvc repro``
+    beside a running queue competes with it); at least 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    workers, inside = queue_workers(root)
+    sharers = workers if inside else workers + 1
+    return max(1, cores // max(1, sharers))
+
+
+def age_seconds(info: ProcInfo) -> float | None:
+    """Seconds since the process ``info`` started (None when /proc cannot tell)."""
+    try:
+        uptime = float((PROC / "uptime").read_text().split()[0])
+        return max(0.0, uptime - info.start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
