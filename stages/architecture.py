@@ -10,7 +10,7 @@ from mnistlab.architecture import describe, markdown_table
 from mnistlab.core.config import load_params
 from mnistlab.core.files import write_json, write_text
 from mnistlab.core.models import build_model
-from mnistlab.core.runtime import parse_args, stage_main
+from mnistlab.core.runtime import apply_threads, parse_args, stage_main
 from mnistlab.core.tracking import stage_run
 
 
@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(
         __doc__, argv, model="model name", metrics="metrics JSON", table="Markdown table"
     )
-    load_params()  # validated like every stage, though none are read
-    with stage_run(f"architecture@{args.model}", {}) as run:
+    params = load_params()  # validated like every stage; only `threads` is read
+    apply_threads(params.threads)
+    with stage_run(f"architecture@{args.model}", {"threads": params.threads}) as run:
         info = describe(build_model(args.model))
         write_json(args.metrics, info)
         write_text(args.table, markdown_table(args.model, info))

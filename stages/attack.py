@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--form: unknown attack form {a.form!r}")
     form = importlib.import_module(FORM_PACKAGE.format(form=a.form))
     stage = f"attack@{a.form}-{a.model}"
-    sections = {"seed": p.seed, "device": p.device, f"attacks.{a.form}": getattr(p.attacks, a.form)}
+    sections = {
+        "seed": p.seed,
+        "device": p.device,
+        "threads": p.threads,
+        f"attacks.{a.form}": getattr(p.attacks, a.form),
+    }
     with stage_run(stage, sections) as run:
         out = form.compute(
             AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device)

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
         evaluate.compute,
         __doc__,
         argv,
+        link_model=True,
         metrics="metrics JSON",
         rows="CSV of (actual, predicted)",
         figures="figure directory",

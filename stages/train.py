@@ -12,7 +12,13 @@ from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import save_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import parse_args, resolve_device, set_seeds, stage_main
+from mnistlab.core.runtime import (
+    apply_threads,
+    parse_args,
+    resolve_device,
+    set_seeds,
+    stage_main,
+)
 from mnistlab.core.tracking import stage_run
 
 
@@ -29,12 +35,19 @@ def main(argv: list[str] | None = None) -> None:
         figures="figure directory",
     )
     params = load_params()
+    apply_threads(params.threads)  # before any torch work
     cfg = params.train_for(args.model)
     device = resolve_device(params.device)
     images, labels = load_mnist(args.data, "train")  # MD5-verified before any compute
 
-    sections = {"seed": params.seed, "device": params.device, "train": cfg}
+    sections = {
+        "seed": params.seed,
+        "device": params.device,
+        "threads": params.threads,
+        "train": cfg,
+    }
     with stage_run(f"train@{args.model}", sections) as run:
+        run.log_dataset(args.data, context="training")
         set_seeds(params.seed)
         model, out = train.compute(
             images, labels, name=args.model, cfg=cfg, seed=params.seed, device=device
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             args.checkpoint, model, args.model, {"seed": params.seed, "train": cfg.model_dump()}
         )
         write_outputs(out, run, metrics=args.metrics, rows=args.rows, figures=args.figures)
-        run.log_model(model, f"mnist-{args.model}")
+        run.log_model(model, f"mnist-{args.model}", checkpoint=args.checkpoint)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,13 @@ from mnistlab.core.config import MODEL_NAMES, load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import load_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import parse_args, resolve_device, set_seeds, stage_main
+from mnistlab.core.runtime import (
+    apply_threads,
+    parse_args,
+    resolve_device,
+    set_seeds,
+    stage_main,
+)
 from mnistlab.core.tracking import stage_run
 
 
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         figures="figure directory",
     )
     params = load_params()
+    apply_threads(params.threads)  # before any torch work
     device = resolve_device(params.device)
     models = {
         m: load_checkpoint(Path(args.models_dir) / f"{m}.pt", expected=m, device=device)[0]
@@ -48,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = {
         "seed": params.seed,
         "device": params.device,
+        "threads": params.threads,
         "transfer": params.transfer,
         "attacks.pgd": params.attacks.pgd,
     }

@@ -1,13 +1,25 @@
-"""MLflow URI resolution and the one-run-per-stage contract, against a real SQLite store."""
+"""MLflow URI resolution, one run per stage under one parent per pipeline execution, and
+liveness of runs, against a real SQLite store."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.params import params_with
-from mnistlab.core import tracking
+from mnistlab.core import procs, tracking
 from mnistlab.core.errors import TrackingError
 
 
@@ -96,3 +108,290 @@ def test_unreachable_store_fails_fast_naming_uri(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 is unreachable"):
         with tracking.stage_run("x", {}):
             pytest.fail("the stage body must not run")
+
+
+# --------------------------------------------------------------------------- parent runs
+
+FAKE_DVC = procs.ProcInfo(pid=999_999, ppid=1, start=12345, argv=("dvc", "repro"))
+
+
+@pytest.fixture
+def under_dvc(store: str, monkeypatch: pytest.MonkeyPatch) -> procs.ProcInfo:
+    """Stages in this process behave as if one `dvc` process (FAKE_DVC) ran them."""
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", "params.yaml")  # cwd: the store's
+    monkeypatch.setattr(tracking.procs, "dvc_ancestor", lambda pid=None: FAKE_DVC)
+    return FAKE_DVC
+
+
+def _client(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
+def _by_kind(uri: str) -> tuple[list, list]:
+    runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "pipeline"]
+    return parents, [r for r in runs if r.data.tags.get("run_kind") == "stage"]
+
+
+def test_stages_of_one_execution_share_one_parent(
+    store: str, under_dvc: procs.ProcInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for stage in ("download", "train@cnn", "evaluate@cnn"):
+        monkeypatch.setenv("DVC_STAGE", stage)
+        with tracking.stage_run(stage, {}) as run:
+            run.log_summary({f"seen.{stage.replace('@', '.')}": 1.0})
+    (parent,), children = _by_kind(store)
+    assert parent.info.run_name == "exp-one"  # DVC_EXP_NAME names it
+    assert sorted(r.info.run_name for r in children) == ["download", "evaluate@cnn", "train@cnn"]
+    assert {r.data.tags[tracking.PARENT_TAG] for r in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    assert parent.info.end_time >= max(r.info.end_time for r in children)
+    # the full params.yaml, flattened, and the execution's facts
+    assert parent.data.params["train.epochs"] == "5"
+    assert parent.data.params["threads"] == "auto"
+    assert parent.data.params["attacks.pgd.steps"] == "40"
+    assert parent.data.tags["dvc_exp_name"] == "exp-one"
+    assert parent.data.tags["pid"] == str(FAKE_DVC.pid)
+    assert parent.data.tags["git_commit"]
+    assert set(parent.data.metrics) == {"seen.download", "seen.train.cnn", "seen.evaluate.cnn"}
+    exp = _client(store).get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_failed_stage_fails_the_parent_for_good(
+    store: str, under_dvc: procs.ProcInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tracking.stage_run("a", {}):
+        pass
+    (parent,), _ = _by_kind(store)
+    assert parent.info.status == "FINISHED"
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("b", {}):
+            raise RuntimeError("boom")
+    with tracking.stage_run("c", {}):  # `dvc repro -k` goes on with other stages
+        pass
+    (parent,), children = _by_kind(store)
+    assert parent.info.status == "FAILED" and len(children) == 3
+
+
+def test_another_dvc_process_gets_another_parent(
+    store: str, under_dvc: procs.ProcInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tracking.stage_run("a", {}):
+        pass
+    other = dataclasses.replace(FAKE_DVC, pid=FAKE_DVC.pid + 1)
+    monkeypatch.setattr(tracking.procs, "dvc_ancestor", lambda pid=None: other)
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with tracking.stage_run("a", {}):
+        pass
+    parents, _ = _by_kind(store)
+    assert len(parents) == 2
+    # a plain `dvc repro` is named after the commit and params.yaml
+    assert any(re.fullmatch(r"\w+-params-[0-9a-f]{8}", p.info.run_name) for p in parents)
+
+
+def test_parent_race_keeps_the_oldest(
+    store: str, under_dvc: procs.ProcInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the lock (a store shared across hosts), a second creator defers to the first."""
+    import mlflow
+
+    client = _client(store)
+    with tracking.stage_run("first", {}) as run:
+        rival = run.parent_id
+    monkeypatch.setattr(tracking, "_store_lock", lambda uri: contextlib.nullcontext())
+    real = tracking._Store._parents
+    calls = []
+
+    def late(self, key):  # the rival's parent is not visible yet at the first look
+        calls.append(key)
+        return [] if len(calls) == 1 else real(self, key)
+
+    monkeypatch.setattr(tracking._Store, "_parents", late)
+    with tracking.stage_run("second", {}) as run:
+        assert run.parent_id == rival
+    active = [r for r in _runs(store) if r.data.tags.get("run_kind") == "pipeline"]
+    assert [r.info.run_id for r in active] == [rival]
+    deleted = client.search_runs(
+        [active[0].info.experiment_id], run_view_type=mlflow.entities.ViewType.DELETED_ONLY
+    )
+    assert len(deleted) == 1 and deleted[0].data.tags["run_kind"] == "pipeline"
+
+
+PARENT_RACE = """
+import os, sys
+from mnistlab.core import procs, tracking
+fake = procs.ProcInfo(pid=4242, ppid=1, start=7, argv=("dvc", "repro"))
+tracking.procs.dvc_ancestor = lambda pid=None: fake
+os.environ["DVC_STAGE"] = sys.argv[1]
+sys.stdin.read(1)  # released together
+with tracking.stage_run(sys.argv[1], {}) as run:
+    print(run.parent_id)
+"""
+
+
+def test_parallel_stages_create_one_parent(store: str, tmp_path: Path) -> None:
+    procs_ = [
+        subprocess.Popen(
+            [sys.executable, "-c", PARENT_RACE, f"stage{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    time.sleep(4)  # let each import mlflow first
+    for p in procs_:
+        p.stdin.write("x")
+        p.stdin.flush()
+    parents = {p.communicate(timeout=120)[0].strip() for p in procs_}
+    assert len(parents) == 1
+    (parent,), children = _by_kind(store)
+    assert parents == {parent.info.run_id} and len(children) == 3
+
+
+def test_headline_metrics() -> None:
+    from mnistlab.core.outputs import headline_metrics
+
+    assert headline_metrics("evaluate@cnn", {"test_accuracy": 0.99, "n": 3}) == {
+        "test_accuracy.cnn": 0.99
+    }
+    pgd = {"robust_accuracy": {"0": 0.99, "0.1": 0.7, "0.2": 0.4, "0.3": 0.0}}
+    assert headline_metrics("attack@pgd-cnn_bn", pgd) == {
+        "robust_accuracy.pgd.cnn_bn.0.1": 0.7,
+        "robust_accuracy.pgd.cnn_bn.0.3": 0.0,
+    }
+    strong = {"robust_accuracy": {"pgd": {"0.1": 0.9}, "strong": {"0.1": 0.8, "0.2": 0.5}}}
+    assert headline_metrics("attack@strong-cnn_adv", strong) == {
+        "robust_accuracy.strong.cnn_adv.0.1": 0.8
+    }
+    assert headline_metrics("attack@fgsm-cnn", pgd) == {}
+    assert headline_metrics("train@cnn", {"val_accuracy": 0.9}) == {}
+
+
+# --------------------------------------------------------------------------- executions
+
+FAKE_DVC_SCRIPT = """#!{python}
+# Stands in for `dvc`: runs its arguments as a child, like DVC runs a stage's command.
+import subprocess, sys
+sys.exit(subprocess.call(sys.argv[1:]))
+"""
+
+SHOW_EXECUTION = """
+import subprocess, sys
+from mnistlab.core import tracking
+ex = tracking.find_execution()
+print(ex.key if ex else None, ex.name if ex else None, flush=True)
+if len(sys.argv) > 1:  # and once more from a grandchild (a stage's own subprocess)
+    subprocess.run([sys.executable, "-c", sys.argv[1]], check=True)
+"""
+
+
+def fake_dvc(tmp_path: Path) -> Path:
+    """An executable named `dvc` whose kernel command line looks like the real one's."""
+    path = tmp_path / "bin" / "dvc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(FAKE_DVC_SCRIPT.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def test_execution_is_the_nearest_dvc_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    dvc = fake_dvc(tmp_path)
+    cmd = [
+        str(dvc),
+        sys.executable,
+        "-c",
+        SHOW_EXECUTION,
+        SHOW_EXECUTION.replace("argv) > 1", "argv) > 9"),
+    ]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True)
+    lines = first.stdout.split("\n")
+    assert lines[0] == lines[1] and lines[0].split()[0] != "None"  # same dvc, same key
+    digest = hashlib.sha256(b"seed: 1\n").hexdigest()[:8]
+    assert lines[0].split()[1] == f"unknown-params-{digest}"  # not a git repo: no commit
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert second.stdout.split("\n")[0].split()[0] != lines[0].split()[0]  # another dvc
+    alone = subprocess.run(
+        [sys.executable, "-c", SHOW_EXECUTION], capture_output=True, text=True, check=True
+    )
+    assert alone.stdout.split() == ["None", "None"]  # by hand: no execution, no parent
+
+
+def test_dvc_args_recognises_how_dvc_runs() -> None:
+    assert procs.dvc_args(("dvc", "repro")) == ("repro",)
+    assert procs.dvc_args(("/v/bin/python3.11", "/v/bin/dvc", "exp", "run")) == ("exp", "run")
+    assert procs.dvc_args(("python", "-m", "dvc", "repro")) == ("repro",)
+    assert procs.dvc_args(("/bin/sh", "-c", "python -m stages.train")) is None
+    assert procs.dvc_args(()) is None
+
+
+# --------------------------------------------------------------------------- liveness
+
+HOLD_RUN = """
+import os, sys, time
+from mnistlab.core import tracking
+with tracking.stage_run("train@cnn", {}) as run:
+    print(os.getpid(), run.run_id, run.parent_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_run_of_a_killed_stage_is_marked_killed_by_the_next(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dvc = fake_dvc(tmp_path)
+    proc = subprocess.Popen(
+        [str(dvc), sys.executable, "-c", HOLD_RUN], stdout=subprocess.PIPE, text=True
+    )
+    pid, run_id, parent_id = proc.stdout.readline().split()
+    client = _client(store)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags["pid"] == pid and run.data.tags["host"] == socket.gethostname()
+    assert int(run.data.tags["pid_start"]) > 0
+    os.kill(int(pid), signal.SIGKILL)  # no handler runs: the run stays RUNNING
+    proc.wait(timeout=30)
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    with tracking.stage_run("train@cnn", {}):  # the next run of that stage, on this host
+        assert client.get_run(run_id).info.status == "KILLED"
+    assert client.get_run(parent_id).info.status == "KILLED"
+    assert client.get_run(run_id).info.end_time is not None
+
+
+def test_a_live_run_of_the_same_stage_is_left_alone(store: str) -> None:
+    client = _client(store)
+    with tracking.stage_run("train@cnn", {}):
+        exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+        # a run whose pid is alive (pytest's parent, as another stage's would be)
+        with_live = client.create_run(
+            exp.experiment_id,
+            run_name="train@cnn",
+            tags={"host": socket.gethostname(), "pid": str(os.getppid())},
+        )
+    with tracking.stage_run("train@cnn", {}):
+        pass
+    assert client.get_run(with_live.info.run_id).info.status == "RUNNING"
+
+
+def test_unwritable_artifact_dir_fails_before_the_stage_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    (tmp_path / "mlruns").write_text("a file where the artifact directory should be\n")
+    uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    with pytest.raises(TrackingError) as info:
+        with tracking.stage_run("x", {}):
+            pytest.fail("the stage body must not run")
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"MLflow tracking store {uri} is not writable: artifact directory")

@@ -3,12 +3,14 @@
 A stage's library function returns a :class:`StageOutputs`; the entry point hands it
 to :func:`write_outputs` with the paths from ``dvc.yaml``. Every file is written
 atomically (temp file + rename), then the same metrics and figures are logged to
-the stage's MLflow run.
+the stage's MLflow run, and its headline numbers (:func:`headline_metrics`) to the
+pipeline's parent run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,34 @@ class StageOutputs:
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)
     series: dict[str, tuple[list[int], list[float]]] = dataclasses.field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+
+# Robust accuracy is summarised on the parent run at these eps (when the grid has them).
+HEADLINE_EPS = ("0.1", "0.3")
+HEADLINE_FORMS = ("pgd", "strong")
+
+
+def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The few numbers of a stage worth seeing on its pipeline's parent run.
+
+    ``evaluate@<m>`` gives ``test_accuracy.<m>``; ``attack@pgd-<m>`` and
+    ``attack@strong-<m>`` give ``robust_accuracy.<form>.<m>.<eps>`` at eps 0.1 and 0.3;
+    other stages give nothing.
+    """
+    kind, _, item = stage.partition("@")
+    if kind == "evaluate" and isinstance(metrics.get("test_accuracy"), (int, float)):
+        return {f"test_accuracy.{item}": float(metrics["test_accuracy"])}
+    form, _, model = item.partition("-")
+    if kind != "attack" or form not in HEADLINE_FORMS:
+        return {}
+    curve = metrics.get("robust_accuracy", {})
+    if form == "strong":
+        curve = curve.get("strong", {})  # the worst case over the ensemble
+    return {
+        f"robust_accuracy.{form}.{model}.{eps}": float(curve[eps])
+        for eps in HEADLINE_EPS
+        if isinstance(curve.get(eps), (int, float))
+    }
 
 
 def write_outputs(
@@ -85,6 +115,7 @@ def write_outputs(
         write_npz(arrays, out.arrays)
     if run is not None:
         run.log_metrics(out.metrics)
+        run.log_summary(headline_metrics(run.stage, out.metrics))
         for name, (steps, values) in out.series.items():
             run.log_series(name, steps, values)
         if figures is not None:
