@@ -12,13 +12,7 @@ from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import save_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import (
-    apply_threads,
-    parse_args,
-    resolve_device,
-    set_seeds,
-    stage_main,
-)
+from mnistlab.core.runtime import apply_threads, parse_args, resolve_device, set_seeds, stage_main
 from mnistlab.core.tracking import stage_run
 
 

@@ -19,7 +19,7 @@ from mnistlab.core.config import Params, load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import load_checkpoint
 from mnistlab.core.outputs import StageOutputs, write_outputs
-from mnistlab.core.runtime import parse_args, resolve_device
+from mnistlab.core.runtime import apply_threads, parse_args, resolve_device
 from mnistlab.core.tracking import stage_run
 
 
@@ -52,6 +52,7 @@ def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> Mode
         **options,
     )
     params = load_params()
+    apply_threads(params.threads)  # before any torch work
     device = resolve_device(params.device)
     model, _ = load_checkpoint(args.checkpoint, expected=args.model, device=device)
     images, labels = load_mnist(args.data, "test")  # MD5-verified before any compute
@@ -65,6 +66,7 @@ def run_model_stage(
     argv: list[str] | None,
     *,
     tables: tuple[str, ...] = (),
+    link_model: bool = False,
     **outputs: str,
 ) -> None:
     """The whole of a per-model stage whose library call is ``compute``.
@@ -75,13 +77,19 @@ def run_model_stage(
     Args:
         stage: the stage (and params section) name, e.g. ``"evaluate"``.
         tables: output options that are extra CSV tables (``StageOutputs.tables``).
+        link_model: log the test set as the run's dataset input and link the run's
+            metrics to the logged model that produced the checkpoint (evaluation).
         outputs: the stage's output options, ``name=help`` (metrics, rows, figures, arrays
             and the tables).
     """
     s = model_stage(doc, argv, **outputs)
     p, a = s.params, s.args
     cfg = getattr(p, stage)
-    with stage_run(f"{stage}@{a.model}", {"seed": p.seed, "device": p.device, stage: cfg}) as run:
+    sections = {"seed": p.seed, "device": p.device, "threads": p.threads, stage: cfg}
+    with stage_run(f"{stage}@{a.model}", sections) as run:
+        if link_model:
+            run.log_dataset(a.data, context="evaluation")
+            run.use_model(a.checkpoint)  # test metrics are linked to the model train logged
         out = compute(
             s.model, s.images, s.labels, name=a.model, cfg=cfg, seed=p.seed, device=s.device
         )
