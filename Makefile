@@ -13,7 +13,7 @@ MODEL ?= cnn_bn
 SERVE_PORT ?= 5001
 MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: setup browser repro test test-fast ui serve bench lint lock clean
+.PHONY: setup browser postgres repro test test-fast ui serve server bench lint lock clean
 
 # Rebuilt from scratch whenever the lock file changes, so nothing stale survives.
 $(VENV)/.deps: requirements.lock
@@ -36,10 +36,17 @@ browser:
 	  echo "installing Debian's chromium for the report test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
+# The team tests (and `make server`) start Debian's PostgreSQL server binaries in a temp
+# dir as an unprivileged user; Debian puts them in /usr/lib/postgresql/<version>/bin.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the team tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 repro: setup
 	$(BIN)/dvc repro
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/pytest
 
 test-fast: setup
@@ -54,6 +61,13 @@ ui: setup
 serve:
 	MLFLOW_TRACKING_URI=$(MLFLOW_URI) $(BIN)/mlflow models serve -m models:/mnist-$(MODEL)/latest \
 	  --env-manager local --host $(HOST) --port $(SERVE_PORT)
+
+# A team's stack on this machine, for trying the team workflow: PostgreSQL + S3 (moto) +
+# `mlflow server`, all on 127.0.0.1, in SERVER_DIR (absent or empty; deleted on exit).
+# Prints the variables to export and the `dvc remote` commands; Ctrl-C stops it all.
+SERVER_DIR ?= $(CURDIR)/.team-server
+server: setup postgres
+	$(BIN)/python -m ops.team_stack $(SERVER_DIR)
 
 bench: setup
 	$(BIN)/python -m bench

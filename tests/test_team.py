@@ -1,0 +1,637 @@
+"""The team workflow for real: MLflow on PostgreSQL + S3 (moto), a DVC remote on S3.
+
+Clone A runs the pipeline against the stack's ``mlflow server`` and pushes its outputs to
+the S3 remote; clone B (a git clone of A's history) pulls them, sees A's runs and models
+through the server, queues four experiments that lose no run, and shares one with ``dvc
+exp push``. Then the failure modes: the server gone mid-pipeline, PostgreSQL down at the
+start, the S3 remote unreachable on ``dvc push``; and the stack leaving nothing behind
+(``make server`` included). Every server listens on 127.0.0.1; nothing else is reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import make_scratch_repo, write_params
+from helpers.team import (
+    DVC,
+    REPO,
+    assert_stack_gone,
+    cache_digests,
+    client,
+    digests,
+    dvc_env,
+    hermetic,
+    kill_group_now,
+    port_open,
+    ran,
+    run,
+    server_runs,
+    stack_fixture,  # noqa: F401 - the session fixture `stack`
+    stage_outs,
+    under,
+)
+from ops import team_stack as ts
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("cnn", "cnn_bn", "cnn_adv")
+QUEUE_TARGET = "evaluate@cnn"  # validate_params -> train@cnn -> evaluate@cnn
+QUEUED = (("q-seed1", 1), ("q-seed2", 2), ("q-seed3", 3), ("q-seed4", 4))
+QUEUE_SHRINK = ("train.train_limit=1000", "evaluate.test_limit=500")
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+# ----------------------------------------------------------------------------- the team
+
+
+@dataclass
+class Team:
+    """Two clones of the project sharing a git remote, the S3 remote and the server."""
+
+    stack: ts.TeamStack
+    origin: Path  # a bare git repository both clones push to and pull from
+    a: Path
+    b: Path
+    a_ran: list[str]  # stages A's `dvc repro` executed
+    remote_prefix: str  # s3://dvc/<remote_prefix> is the DVC remote
+    env: dict[str, str]  # client env: server URI + S3 credentials (no endpoint override)
+
+
+def _add_team_remote(repo: Path, stack: ts.TeamStack, prefix: str) -> None:
+    for cmd in stack.dvc_remote_commands(url=f"s3://{ts.DVC_BUCKET}/{prefix}"):
+        run([DVC, *cmd[1:]], cwd=repo)
+
+
+@pytest.fixture(scope="module")
+def team(
+    stack: ts.TeamStack, tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path
+) -> Iterator[Team]:
+    """A: scratch repo on the tiny profile, `dvc repro` against the server, `dvc push`,
+    `git push`. B: `git clone`, `dvc pull`. Both removed afterwards (they hold caches)."""
+    root = tmp_path_factory.mktemp("team-repos")
+    prefix = f"dvc-{uuid.uuid4().hex[:8]}"
+    env = dvc_env(stack)
+    try:
+        origin = root / "origin.git"
+        run(["git", "init", "-q", "--bare", str(origin)], cwd=root)
+        a = make_scratch_repo(root / "a", mnist_raw)  # conftest's TINY profile
+        run([DVC, "config", "core.analytics", "false"], cwd=a)
+        _add_team_remote(a, stack, prefix)  # committed: every clone gets the team remote
+        run(["git", "add", "-A"], cwd=a)
+        run([*GIT, "commit", "-qm", "team remote, tiny profile"], cwd=a)
+
+        t0 = time.monotonic()
+        out = run([DVC, "repro"], cwd=a, env=env, timeout=3600).stdout
+        print(f"A: dvc repro against the server: {time.monotonic() - t0:.0f} s")
+        run(["git", "add", "-A"], cwd=a)
+        run([*GIT, "commit", "-qm", "repro"], cwd=a)
+        t0 = time.monotonic()
+        run([DVC, "push"], cwd=a, env=env)
+        print(f"A: dvc push: {time.monotonic() - t0:.0f} s")
+        run(["git", "remote", "add", "origin", str(origin)], cwd=a)
+        run(["git", "push", "-q", "origin", "HEAD:refs/heads/main"], cwd=a)
+
+        b = root / "b" / "repo"
+        run(["git", "clone", "-q", "-b", "main", str(origin), str(b)], cwd=root)
+        t0 = time.monotonic()
+        run([DVC, "pull"], cwd=b, env=env)
+        print(f"B: dvc pull: {time.monotonic() - t0:.0f} s")
+        yield Team(stack, origin, a, b, ran(out), prefix, env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_b_pulls_what_a_pushed_and_is_up_to_date(team: Team) -> None:
+    a, b = team.a, team.b
+    status = run([DVC, "status", "--json"], cwd=b, env=team.env).stdout
+    assert json.loads(status or "{}") == {}
+    cloud = run([DVC, "status", "-c", "--json"], cwd=b, env=team.env).stdout
+    assert json.loads(cloud or "{}") == {}
+    assert digests(b) == digests(a)  # every output, byte for byte (data, models, figures, ...)
+    assert (b / "models" / "cnn_adv.pt").is_file() and (b / "report" / "index.html").is_file()
+
+    # The objects really are in the bucket, under the remote's prefix.
+    s3 = ts.s3_client(team.stack.s3_endpoint)
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=ts.DVC_BUCKET, Prefix=f"{team.remote_prefix}/"
+        )
+        for o in page.get("Contents", [])
+    ]
+    # B's cache holds exactly what A pushed. (A's cache also holds the `cache: false`
+    # metrics and CSVs, which DVC keeps for its run cache and git carries.)
+    pulled = cache_digests(b)
+    assert {k.removeprefix(f"{team.remote_prefix}/") for k in keys} == set(pulled)
+    print(f"S3 remote: {len(keys)} objects = B's cache; B: {len(digests(b))} output files = A's")
+
+
+def test_b_sees_a_runs_and_models_through_the_server(team: Team) -> None:
+    runs = server_runs(team.stack.tracking_uri)
+    commit = run(["git", "rev-parse", "HEAD~1"], cwd=team.a).stdout.strip()
+    from_a = [r for r in runs if r.data.tags.get("git_commit") == commit]
+    stage_runs = [r for r in from_a if "stage" in r.data.tags]  # not a parent run
+    names = sorted(r.info.run_name for r in stage_runs)
+    assert names == sorted(set(team.a_ran) - {"validate_params"})  # one run per executed stage
+    assert all(r.info.status == "FINISHED" for r in stage_runs)
+    assert all(r.info.artifact_uri.startswith("mlflow-artifacts:/") for r in stage_runs)
+
+    c = client(team.stack.tracking_uri)
+    by_id = {r.info.run_id: r for r in stage_runs}
+    versions = {}
+    for model in MODELS:
+        # A registered one version of each model (later tests may add more)
+        (version,) = [
+            v for v in c.search_model_versions(f"name='mnist-{model}'") if v.run_id in by_id
+        ]
+        assert by_id[version.run_id].info.run_name == f"train@{model}"
+        versions[model] = version.version
+
+    # The model went through the server into the S3 bucket, and B loads it from the
+    # registry with nothing but the client env: it classifies as A's evaluate stage did.
+    s3 = ts.s3_client(team.stack.s3_endpoint)
+    listed = s3.list_objects_v2(Bucket=ts.ARTIFACTS_BUCKET, Prefix="mlartifacts/")
+    assert listed.get("KeyCount", 0) > 0
+    code = (
+        "import json, sys, numpy as np, mlflow\n"
+        "from mnistlab.core import mnist\n"
+        "x, y = mnist.load_mnist('data/MNIST/raw', 'test')\n"
+        "x = (x[:1000].unsqueeze(1).float() / 255).numpy()\n"
+        f"m = mlflow.pyfunc.load_model('models:/mnist-cnn/{versions['cnn']}')\n"
+        "p = np.asarray(m.predict(x)).argmax(1)\n"
+        "print(json.dumps(float((p == y[:1000].numpy()).mean())))\n"
+    )
+    out = run([sys.executable, "-c", code], cwd=team.b, env=team.env, timeout=600).stdout
+    acc = json.loads(out.strip().splitlines()[-1])
+    ev = json.loads((team.b / "metrics" / "evaluate" / "cnn.json").read_text())
+    assert ev["n_test"] == 1000 and acc == pytest.approx(ev["test_accuracy"], abs=1e-9)
+    print(f"server: {len(stage_runs)} stage runs of A's repro; versions {versions}; acc {acc}")
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+@dataclass
+class Queued:
+    status: str
+    logs: dict[str, str]
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def queued(team: Team) -> Queued:
+    """Four experiments queued in B and run two at a time against the server."""
+    b = team.b
+    for name, seed in QUEUED:
+        sets = [arg for s in (f"seed={seed}", *QUEUE_SHRINK) for arg in ("-S", s)]
+        cmd = [DVC, "exp", "run", QUEUE_TARGET, "--queue", "-n", name, *sets]
+        run(cmd, cwd=b, env=team.env)
+    t0 = time.monotonic()
+    try:
+        # The workers inherit `dvc queue start`'s stdout: do not capture it, or we wait on them.
+        subprocess.run(
+            [DVC, "queue", "start", "-j", "2"],
+            cwd=b,
+            env=hermetic(team.env),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=300,
+        )
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            status = run([DVC, "queue", "status"], cwd=b, env=team.env).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)
+        seconds = time.monotonic() - t0
+    finally:
+        # let idle workers go; kill what still runs if we gave up waiting or failed
+        run([DVC, "queue", "stop", "--kill"], cwd=b, env=team.env, check=False)
+    logs = {n: run([DVC, "queue", "logs", n], cwd=b, check=False).stdout for n, _ in QUEUED}
+    print(f"4 queued experiments, 2 workers: {seconds:.0f} s")
+    return Queued(status, logs, seconds)
+
+
+def test_four_queued_experiments_lose_no_run(team: Team, queued: Queued) -> None:
+    assert "Failed" not in queued.status, queued.status + "".join(queued.logs.values())[-4000:]
+    assert queued.status.count("Success") == len(QUEUED), queued.status
+    runs = server_runs(team.stack.tracking_uri)
+    by_exp: dict[str, list[Any]] = {}
+    for r in runs:
+        by_exp.setdefault(r.data.tags.get("dvc_exp_name", ""), []).append(r)
+    counts = {}
+    parents: dict[str, set[str]] = {}
+    for name, seed in QUEUED:
+        executed = set(ran(queued.logs[name])) - {"validate_params"}
+        assert {"train@cnn", "evaluate@cnn"} <= executed, queued.logs[name][-3000:]
+        got = by_exp.get(name, [])
+        stage_runs = [r for r in got if "stage" in r.data.tags]
+        names = [r.info.run_name for r in stage_runs]
+        # exactly one run per stage DVC executed in this experiment: none lost, none doubled
+        assert sorted(names) == sorted(executed), (name, names, executed)
+        assert all(r.info.status == "FINISHED" for r in got)
+        assert {r.data.params["seed"] for r in stage_runs if "seed" in r.data.params} == {str(seed)}
+        counts[name] = len(stage_runs)
+        # Parent runs (one per pipeline execution) where core.tracking sets them: every stage
+        # run of one experiment under the same parent, and no parent shared between two.
+        parents[name] = {r.data.tags.get("mlflow.parentRunId", "") for r in stage_runs}
+    with_parent = {n: p for n, p in parents.items() if p != {""}}
+    if with_parent:
+        assert all(len(p) == 1 and "" not in p for p in parents.values()), parents
+        ids = [next(iter(p)) for p in parents.values()]
+        assert len(set(ids)) == len(ids), parents
+        c = client(team.stack.tracking_uri)
+        assert all(c.get_run(i).info.run_id == i for i in ids)
+    print(f"stage runs per experiment: {counts}; parent runs: {with_parent or 'none set'}")
+
+
+def test_an_experiment_is_shared_with_exp_push_and_pull(team: Team, queued: Queued) -> None:
+    name = QUEUED[0][0]
+    assert "Success" in queued.status
+    run([DVC, "exp", "push", "origin", name], cwd=team.b, env=team.env)
+    assert name in run([DVC, "exp", "list", "origin", "--name-only"], cwd=team.a).stdout
+    run([DVC, "exp", "pull", "origin", name], cwd=team.a, env=team.env)
+    shown = run([DVC, "exp", "show", "--json"], cwd=team.a).stdout
+    assert name in shown
+    # A gets B's experiment with its data from the S3 remote: apply it, nothing to fetch.
+    # (The experiment reproduced only its target, so only that part of the DAG is clean.)
+    run([DVC, "exp", "apply", name], cwd=team.a)
+    status = run([DVC, "status", QUEUE_TARGET, "--json"], cwd=team.a).stdout
+    assert json.loads(status or "{}") == {}
+    ref = run(["git", "rev-parse", f"refs/exps/{_exp_ref(team.b, name)}"], cwd=team.b).stdout
+    mine = json.loads((team.a / "metrics/evaluate/cnn.json").read_text())
+    theirs = json.loads(
+        run(["git", "show", f"{ref.strip()}:metrics/evaluate/cnn.json"], cwd=team.b).stdout
+    )
+    assert mine == theirs and mine["n_test"] == 500
+
+
+def _exp_ref(repo: Path, name: str) -> str:
+    """``xx/yyyy.../name`` under refs/exps for experiment ``name``."""
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo).stdout
+    (ref,) = [r for r in refs.split() if r.endswith(f"/{name}")]
+    return ref.removeprefix("refs/exps/")
+
+
+# ----------------------------------------------------------------------------- failure modes
+
+
+def _change_model_lr(repo: Path, lr: float) -> None:
+    """Make `train@cnn` (and what follows it) out of date; a new ``lr`` per test, or DVC's
+    run cache would restore `train@cnn` instead of running it."""
+    write_params(repo, {"models": {"cnn": {"lr": lr}}})
+
+
+def _restore(repo: Path, env: dict[str, str]) -> None:
+    """Back to the committed state: git for params/lock/metrics, DVC for cached outputs."""
+    run(["git", "checkout", "--", "."], cwd=repo)
+    run([DVC, "checkout", "--force"], cwd=repo, env=env)
+
+
+def _stage_error_lines(stderr: str) -> list[str]:
+    """The stage's own ERROR lines (not DVC's ``ERROR: failed to reproduce``)."""
+    return [ln for ln in stderr.splitlines() if re.search(r" ERROR mnistlab[.\w]*: ", ln)]
+
+
+def _check_untouched(
+    repo: Path, before: dict[str, str], ran_stages: list[str], failed: str
+) -> list[str]:
+    """Every output file is as before, except those of stages that completed; the failed
+    stage wrote nothing (DVC itself removes a stage's outputs before running it).
+
+    Returns:
+        The failed stage's files that DVC removed.
+    """
+    after = digests(repo)
+    rewritten = [o for s in ran_stages for o in stage_outs(repo, s)]
+    failed_outs = stage_outs(repo, failed)
+    removed = []
+    for path in sorted(set(before) | set(after)):
+        if under(path, rewritten):
+            continue
+        if under(path, failed_outs):
+            assert after.get(path, before.get(path)) == before.get(path), path
+            if path not in after:
+                removed.append(path)
+            continue
+        assert after.get(path) == before.get(path), f"{path} changed"
+    return removed
+
+
+def test_server_down_mid_pipeline(team: Team, tmp_path: Path) -> None:
+    """The server crashes while `dvc repro` runs: the next stage fails fast with one line
+    naming the URI; no output is half-written; `git checkout` + `dvc checkout` restore all."""
+    repo, stack = team.b, team.stack
+    before = digests(repo)
+    _change_model_lr(repo, 0.0031)
+    with ts.MlflowServer(
+        stack.backend_uri, stack.artifacts_destination, stack.env, log_dir=tmp_path / "ml"
+    ) as server:
+        assert server.proc is not None
+        log_path = tmp_path / "repro.out"
+        env = hermetic(dvc_env(stack, server.url))
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(
+                [DVC, "repro", "evaluate@cnn"],
+                cwd=repo,
+                env=env,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        try:
+            deadline = time.monotonic() + 900
+            # DVC prints this just before it starts the stage's command
+            while "Running stage 'evaluate@cnn'" not in log_path.read_text():
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            kill_group_now(server.proc)  # a crash: no graceful shutdown
+            t_down = time.monotonic()
+            stderr = proc.communicate(timeout=300)[1]
+            fail_s = time.monotonic() - t_down
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stdout = log_path.read_text()
+    assert proc.returncode != 0
+    assert ran(stdout) == ["validate_params", "train@cnn", "evaluate@cnn"], stdout[-3000:]
+    (line,) = _stage_error_lines(stderr)
+    assert f"MLflow tracking store {server.url} is unreachable" in line, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert fail_s < 60, fail_s
+    removed = _check_untouched(repo, before, ["validate_params", "train@cnn"], "evaluate@cnn")
+    _restore(repo, team.env)
+    assert digests(repo) == before
+    print(f"server down: failed {fail_s:.1f} s after the crash: {line.split(' ERROR ')[1]}")
+    print(f"  DVC had removed evaluate@cnn's outputs before the command: {removed}")
+
+
+def test_postgres_down_at_start(
+    team: Team, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's database is down when `dvc repro` starts: the first tracked stage fails
+    fast naming the URI, outputs untouched; a fresh server start fails fast too."""
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # this process's own client
+    repo, stack = team.b, team.stack
+    before = digests(repo)
+    _change_model_lr(repo, 0.0037)
+    with ts.Postgres(tmp_path / "pg") as pg:
+        with ts.MlflowServer(
+            pg.url, stack.artifacts_destination, stack.env, log_dir=tmp_path / "ml"
+        ) as server:
+            client(server.url).search_experiments()  # up and answering
+            pg_pids = pg.pids()
+            pg.stop_server_only()
+            assert ts.alive(pg_pids) == []
+            t0 = time.monotonic()
+            proc = run(
+                [DVC, "repro", "evaluate@cnn"],
+                cwd=repo,
+                env=dvc_env(stack, server.url),
+                check=False,
+                timeout=900,
+            )
+            assert proc.returncode != 0
+            assert ran(proc.stdout) == ["validate_params", "train@cnn"], proc.stdout[-3000:]
+            (line,) = _stage_error_lines(proc.stderr)
+            assert f"MLflow tracking store {server.url} is unreachable" in line, line
+            assert "503" in line and "Traceback" not in proc.stderr
+            repro_s = time.monotonic() - t0
+            # the cause is in the server's log only (its /health stays 200 without a DB)
+            server_log = server.log_path.read_text()
+            assert "OperationalError" in server_log and "Connection refused" in server_log
+            with pytest.raises(MlflowException, match="503"):
+                client(server.url).search_experiments()
+        removed = _check_untouched(repo, before, ["validate_params"], "train@cnn")
+
+        # A fresh server on the dead database fails at once, naming the database and why.
+        fresh = ts.MlflowServer(pg.url, stack.artifacts_destination, stack.env)
+        t0 = time.monotonic()
+        with pytest.raises(ts.ServiceError) as err:
+            fresh.start()
+        start_s = time.monotonic() - t0
+        assert f"cannot reach its backend store {pg.url}" in str(err.value)
+        assert "Connection refused" in str(err.value)
+        assert start_s < 90
+        assert fresh.proc is not None and fresh.proc.poll() is not None
+        assert ts.alive(fresh.pids()) == [] and fresh.log_dir and not fresh.log_dir.exists()
+    _restore(repo, team.env)
+    assert digests(repo) == before
+    print(f"postgres down: dvc repro failed after {repro_s:.0f} s (train@cnn at start)")
+    print(f"  {line.split(' ERROR ')[1]}")
+    print(f"  DVC had removed train@cnn's outputs before the command: {removed}")
+    print(f"  fresh server start failed in {start_s:.1f} s: {str(err.value)[:160]}")
+
+
+def test_dvc_push_to_unreachable_s3_loses_nothing(team: Team, tmp_path: Path) -> None:
+    """A DVC remote whose endpoint is down: DVC's own error, the cache keeps every file."""
+    repo = team.b
+    with ts.S3Server(tmp_path / "s3") as dead:
+        pids = dead.pids()
+        dead.stop_server_only()
+        assert ts.alive(pids) == [] and not port_open(dead.url)
+        run([DVC, "remote", "add", "dead", f"s3://{ts.DVC_BUCKET}/dead"], cwd=repo)
+        run([DVC, "remote", "modify", "dead", "endpointurl", dead.url], cwd=repo)
+        try:
+            cache = cache_digests(repo)
+            outputs = digests(repo)
+            t0 = time.monotonic()
+            proc = run([DVC, "push", "-r", "dead"], cwd=repo, env=team.env, check=False)
+            push_s = time.monotonic() - t0
+        finally:
+            run([DVC, "remote", "remove", "dead"], cwd=repo)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("ERROR:"), proc.stderr[-3000:]
+    assert f'Could not connect to the endpoint URL: "{dead.url}/' in proc.stderr
+    assert cache_digests(repo) == cache and digests(repo) == outputs
+    assert json.loads(run([DVC, "status", "--json"], cwd=repo).stdout or "{}") == {}
+    # the team remote still takes a push once S3 answers again
+    run([DVC, "push"], cwd=repo, env=team.env)
+    print(f"dead S3: dvc push failed in {push_s:.1f} s: {proc.stderr.splitlines()[0][:160]}")
+    print(f"  cache intact: {len(cache)} objects")
+
+
+# ----------------------------------------------------------------------------- the services
+
+
+def test_run_params_metrics_artifact_and_model_version(stack: ts.TeamStack, tmp_path: Path) -> None:
+    """A run through the server lands in PostgreSQL, its artifact in the S3 bucket."""
+    c = client(stack.tracking_uri)
+    exp_id = c.create_experiment(f"team-{uuid.uuid4().hex[:8]}")
+    run_ = c.create_run(exp_id, run_name="train@cnn")
+    run_id = run_.info.run_id
+    assert run_.info.artifact_uri.startswith("mlflow-artifacts:/"), run_.info.artifact_uri
+    c.log_param(run_id, "train.lr", "0.01")
+    c.log_metric(run_id, "val.accuracy", 0.97, step=1)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("artifact through the proxy\n")
+    c.log_artifact(run_id, str(notes), artifact_path="docs")
+    c.set_terminated(run_id)
+
+    s3 = ts.s3_client(stack.s3_endpoint)
+    key = f"mlartifacts/{exp_id}/{run_id}/artifacts/docs/notes.txt"
+    body = s3.get_object(Bucket=ts.ARTIFACTS_BUCKET, Key=key)["Body"].read()
+    assert body == notes.read_bytes()
+
+    pg = stack.services["postgres"]
+    assert isinstance(pg, ts.Postgres)
+    status = subprocess.run(
+        [str(ts.pg_bindir() / "psql"), pg.dsn, "-tAc"]
+        + [f"select status from runs where run_uuid = '{run_id}'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ts.child_env(),
+        check=True,
+    ).stdout.strip()
+    assert status == "FINISHED"
+
+    name = f"mnist-team-{uuid.uuid4().hex[:6]}"
+    c.create_registered_model(name)
+    mv = c.create_model_version(name, source=f"{run_.info.artifact_uri}/docs", run_id=run_id)
+    assert mv.version == "1" and c.get_model_version(name, "1").run_id == run_id
+
+
+def test_second_server_shares_backend_and_a_stopped_one_fails_fast(
+    stack: ts.TeamStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    first = client(stack.tracking_uri)
+    exp_id = first.create_experiment(f"shared-{uuid.uuid4().hex[:8]}")
+    with ts.MlflowServer(stack.backend_uri, stack.artifacts_destination, stack.env) as server:
+        second = client(server.url)
+        assert second.get_experiment(exp_id).name.startswith("shared-")
+        pids = server.pids()
+        server.stop_server_only()
+        assert pids and ts.alive(pids) == [] and not port_open(server.url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        t0 = time.monotonic()
+        with pytest.raises(MlflowException, match="127.0.0.1"):
+            second.get_experiment(exp_id)
+        assert time.monotonic() - t0 < 15
+    assert first.get_experiment(exp_id).experiment_id == exp_id  # the stack's is unaffected
+
+
+# ----------------------------------------------------------------------------- cleanup
+
+
+def test_team_stack_cleans_up_when_the_body_raises(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+    with pytest.raises(RuntimeError, match="test body failed"):
+        with ts.team_stack(tmp_path / "stack") as st:
+            pg = st.services["postgres"]
+            assert isinstance(pg, ts.Postgres) and pg.cluster_dir is not None
+            seen["pids"] = [p for group in st.pids().values() for p in group]
+            seen["dirs"] = [st.tmp_dir, pg.cluster_dir]
+            seen["urls"] = [st.tracking_uri, st.s3_endpoint, pg.dsn]
+            assert all(st.pids().values()) and all(d.exists() for d in seen["dirs"])
+            raise RuntimeError("test body failed")
+    assert_stack_gone(seen["pids"], seen["dirs"], seen["urls"])
+
+
+def test_single_services_clean_up_when_the_body_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with ts.Postgres(tmp_path / "pg") as pg:
+            assert pg.cluster_dir is not None
+            pids, dirs, url = pg.pids(), [pg.tmp_dir, pg.cluster_dir], pg.dsn
+            assert pids and all(d.exists() for d in dirs)
+            raise RuntimeError("boom")
+    assert_stack_gone(pids, dirs, [url])
+    with pytest.raises(RuntimeError):
+        with ts.S3Server(tmp_path / "s3") as s3:
+            pids = s3.pids()
+            assert port_open(s3.url)
+            raise RuntimeError("boom")
+    assert_stack_gone(pids, [tmp_path / "s3"], [s3.url])
+
+
+@pytest.mark.parametrize("start", [ts.team_stack, ts.Postgres, ts.S3Server])
+def test_refuses_a_non_empty_directory(tmp_path: Path, start: Any) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="absent or an empty directory"):
+        with start(tmp_path):
+            pass
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_make_server_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`make server`: the lines to export work as they are; Ctrl-C leaves nothing behind."""
+    root = tmp_path / "served"
+    venv = Path(sys.executable).parent.parent
+    # -o: take setup (the venv) and postgres (the apt package) as done; never rebuild here
+    cmd = ["make", "--no-print-directory", "-o", "setup", "-o", "postgres", "server"]
+    proc = subprocess.Popen(
+        [*cmd, f"SERVER_DIR={root}", f"VENV={venv}"],
+        cwd=REPO,
+        env=hermetic(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("dvc remote modify"):
+                break
+        text = "".join(lines)
+        exports = dict(
+            ln.removeprefix("export ").split("=", 1)
+            for ln in text.splitlines()
+            if ln.startswith("export ")
+        )
+        assert set(exports) == set(ts.CLIENT_EXPORTS), text
+        uri, endpoint = exports["MLFLOW_TRACKING_URI"], exports["MLFLOW_S3_ENDPOINT_URL"]
+        assert f"dvc remote add -d team s3://{ts.DVC_BUCKET}/dvc\n" in text
+        assert f"dvc remote modify team endpointurl {endpoint}\n" in text
+        pg_port = re.search(r"postgres up on 127\.0\.0\.1:(\d+)", text)
+        assert pg_port, text
+        urls = [uri, endpoint, f"http://127.0.0.1:{pg_port.group(1)}"]
+        assert all(port_open(u) for u in urls)
+        # a client configured by the printed lines alone reaches the server
+        code = "import mlflow; print(mlflow.MlflowClient().search_experiments()[0].name)"
+        env = {"PATH": str(venv / "bin"), "HOME": str(tmp_path), **exports}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.stdout.strip() == "Default", out.stderr[-2000:]
+        pids = ts.descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # the stack stopped cleanly; make itself then re-raises the SIGINT, as after any Ctrl-C
+    assert "team stack stopped" in rest and "Traceback" not in rest, rest[-2000:]
+    assert proc.returncode in (0, -signal.SIGINT), rest[-2000:]
+    fallback = re.findall(r"using (/\S+team-pg-\w+)", text)
+    assert_stack_gone(pids, [root, *map(Path, fallback)], urls)
