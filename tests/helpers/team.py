@@ -52,12 +52,7 @@ def run(
         AssertionError: with the tail of its output, when ``check`` and it fails.
     """
     proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=hermetic(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        cmd, cwd=cwd, env=hermetic(env), capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         raise AssertionError(
