@@ -23,3 +23,11 @@ class TrackingError(MnistlabError):
 
 class TrainingError(MnistlabError):
     """Training diverged (a non-finite loss); nothing is written or registered."""
+
+
+class OutputError(MnistlabError):
+    """An output cannot be written as declared (e.g. a NaN in a strict JSON metrics file)."""
+
+
+class StageBusyError(MnistlabError):
+    """Another process is running the same stage on the same outputs."""
