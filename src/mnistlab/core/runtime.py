@@ -3,20 +3,36 @@
 Stage modules under ``stages/`` wrap their ``main`` with :func:`stage_main`; an
 expected failure (bad params, bad data, unreachable store) ends the process with
 one line naming the cause and a non-zero exit, before anything is overwritten.
+
+A stage also:
+
+- dies with its parent: ``dvc repro`` killed (SIGTERM or SIGKILL) leaves no stage
+  running on behind it (``PR_SET_PDEATHSIG`` on Linux, plus a watchdog thread that
+  notices a new parent pid anywhere);
+- holds a per-stage lock for its whole life, so two processes never write the same
+  stage's outputs at once (the second fails in one line naming the first's pid);
+- says honestly what it left behind when it fails or is interrupted after writing
+  outputs (``outputs were written but MLflow logging failed: ...``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
 import os
 import random
+import re
 import signal
 import sys
-from collections.abc import Callable
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.core.errors import MnistlabError, ParamsError
+from mnistlab.core.errors import MnistlabError, ParamsError, StageBusyError
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
     import torch
@@ -26,6 +42,27 @@ log = logging.getLogger("mnistlab")
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
+# The parent as early as a stage can see it (this module is imported before any work):
+# the watchdog compares against it, which also covers a parent that dies before prctl.
+_START_PPID = os.getppid()
+PARENT_POLL_S = 1.0
+LOCK_DIR = Path(".dvc") / "tmp" / "mnistlab-locks"
+MAX_REASON = 300  # characters of a foreign error kept in a one-line message
+# Exceptions from these packages are failures of the tracking store, not of the stage.
+TRACKING_PACKAGES = ("mlflow", "sqlalchemy", "sqlite3", "alembic", "botocore", "boto3")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class _State:
+    """What the running stage has done so far (one stage per process)."""
+
+    name: str = ""
+    outputs_written: bool = False
+    terminating: bool = False
+
+
+_state = _State()
+
 
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
@@ -34,29 +71,283 @@ def setup_logging(level: int = logging.INFO) -> None:
     # MLflow and alembic are chatty at INFO; keep stage logs readable.
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # It logs every database error with a traceback, then raises it: the stage reports
+    # what it raised in one line (see failure_message).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def mark_outputs_written() -> None:
+    """Record that the stage's output files are all written (only logging is left).
+
+    ``core.outputs.write_outputs`` calls this between writing the files and logging
+    them, so a later failure or interrupt says the outputs are on disk.
+    """
+    _state.outputs_written = True
+
+
+def outputs_written() -> bool:
+    """Whether :func:`mark_outputs_written` was called in this stage run."""
+    return _state.outputs_written
+
+
+def one_line(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` on one line (its lines joined by spaces), cut to ``limit`` characters."""
+    flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _terminate(signum: int, frame: Any) -> None:
     # Unwind like Ctrl-C so context managers clean up temp files and end the MLflow run.
+    # A second SIGTERM (parent-death signal and watchdog both fire) must not interrupt
+    # that clean-up half-way, so only the first one raises.
+    if _state.terminating:
+        return
+    _state.terminating = True
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies.
+
+    Returns:
+        whether the kernel accepted it (``False`` elsewhere than Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        zero = ctypes.c_ulong(0)
+        return libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(int(sig)), zero, zero, zero) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(ppid: int, stop: threading.Event, interval: float) -> None:
+    """Send this process SIGTERM once its parent is no longer ``ppid``."""
+    while True:
+        if os.getppid() != ppid:
+            if not _state.terminating:
+                log.warning("parent process %d is gone; stopping", ppid)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if stop.wait(interval):
+            return
+
+
+@contextlib.contextmanager
+def die_with_parent(ppid: int | None = None, interval: float = PARENT_POLL_S) -> Iterator[None]:
+    """Terminate (SIGTERM, handled like Ctrl-C) when the parent process goes away.
+
+    Args:
+        ppid: the parent to outlive no longer; the parent seen at import by default.
+            Nothing is watched under pid 1 (started by init: there is no parent to lose).
+        interval: seconds between the watchdog's checks.
+    """
+    ppid = _START_PPID if ppid is None else ppid
+    if ppid <= 1:
+        yield
+        return
+    set_parent_death_signal(signal.SIGTERM)
+    stop = threading.Event()
+    # The first check runs at once: a parent that died before prctl is caught too.
+    watcher = threading.Thread(
+        target=_watch_parent, args=(ppid, stop, interval), name="parent-watch", daemon=True
+    )
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        set_parent_death_signal(0)  # in-process callers (tests) keep their old behaviour
+
+
+def stage_name(fn: Callable[..., Any], argv: list[str] | None = None) -> str:
+    """The stage's DVC name: ``DVC_STAGE``, else built like DVC's (``attack@fgsm-cnn``).
+
+    By hand, the entry module's last part plus the ``--form`` and ``--model`` values.
+    """
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec else Path(sys.argv[0]).stem
+    base = module.rsplit(".", 1)[-1]
+    words = list(sys.argv[1:] if argv is None else argv)
+    values = []
+    for key in ("--form", "--model"):
+        for i, word in enumerate(words):
+            if word == key and i + 1 < len(words):
+                values.append(words[i + 1])
+            elif word.startswith(f"{key}="):
+                values.append(word.split("=", 1)[1])
+    return f"{base}@{'-'.join(values)}" if values else base
+
+
+def lock_path(name: str, root: str | Path | None = None) -> Path:
+    """The lock file of stage ``name`` in the workspace ``root`` (its outputs' home).
+
+    ``<root>/.dvc/tmp/mnistlab-locks/<name>.lock`` in a DVC workspace. The root is
+    where the outputs are written (the current project), not ``DVC_ROOT``: queued
+    experiments run in their own copies and may run the same stage at once.
+    """
+    from mnistlab.core.tracking import find_root
+
+    root = Path(root) if root is not None else find_root()
+    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", name)
+    if (root / ".dvc").is_dir():
+        return root / LOCK_DIR / f"{safe}.lock"
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "mnistlab-locks" / f"{digest}-{safe}.lock"
+
+
+@contextlib.contextmanager
+def stage_lock(name: str, root: str | Path | None = None) -> Iterator[Path]:
+    """Hold the stage's exclusive lock (``flock``) while the body runs.
+
+    Raises:
+        StageBusyError: another live process holds it; the message names its pid.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked
+        yield Path(os.devnull)
+        return
+    path = lock_path(name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StageBusyError(
+                f"{name}: already running in pid {holder}, writing the same outputs; "
+                f"wait for it to finish or stop it (lock {path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _package_dirs() -> list[str]:
+    dirs = []
+    for name in TRACKING_PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            dirs.append(os.path.dirname(module.__file__) + os.sep)
+    return dirs
+
+
+def is_tracking_failure(err: BaseException) -> bool:
+    """Whether ``err`` came from the MLflow store (its type or any frame it passed)."""
+    if type(err).__module__.split(".")[0] in TRACKING_PACKAGES:
+        return True
+    tracking = sys.modules.get("mnistlab.core.tracking")
+    files = [getattr(tracking, "__file__", None) or "<none>"]
+    prefixes = _package_dirs()
+    tb = err.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename in files or any(filename.startswith(p) for p in prefixes):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _written_summary(limit: int = 3) -> str:
+    from mnistlab.core.files import written_paths
+
+    cwd = Path.cwd()
+    names = []
+    for path in written_paths():
+        with contextlib.suppress(ValueError):
+            path = path.resolve().relative_to(cwd)
+        names.append(str(path))
+    shown = ", ".join(dict.fromkeys(names[:limit]))
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def first_line(err: BaseException, limit: int = MAX_REASON) -> str:
+    """The first non-empty line of ``err`` (driver errors append their SQL), cut short."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return one_line(lines[0], limit) if lines else type(err).__name__
+
+
+def failure_message(name: str, err: BaseException) -> str | None:
+    """The one line for an unexpected exception, or ``None`` to show its traceback.
+
+    MLflow failures are one line (they are the store's, not a bug of ours), and say
+    whether the stage's outputs were already on disk; anything else is a bug.
+    """
+    from mnistlab.core.files import written_paths
+
+    if not is_tracking_failure(err):
+        return None
+    reason = first_line(err)
+    rerun = f"rerun with `dvc repro {name}` once the tracking store works"
+    if outputs_written() or written_paths():
+        return (
+            f"{name}: outputs were written but MLflow logging failed: {reason}; "
+            f"written: {_written_summary()}; {rerun}"
+        )
+    return f"{name}: MLflow logging failed before any output was written: {reason}; {rerun}"
+
+
+def interrupted_message(name: str) -> str:
+    """The one line for SIGINT/SIGTERM: what was kept, honestly."""
+    from mnistlab.core.files import written_paths
+
+    rerun = f"rerun with `dvc repro {name}`"
+    if outputs_written():
+        return (
+            f"{name}: interrupted while logging to MLflow; its outputs were written but the "
+            f"MLflow run is incomplete (KILLED); {rerun}"
+        )
+    if written_paths():
+        return (
+            f"{name}: interrupted after some outputs were written ({_written_summary()}); "
+            f"the rest were not; {rerun}"
+        )
+    return "interrupted; no partial outputs were kept"
+
+
 def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
-    """Decorate a stage's ``main(argv)`` with logging, SIGTERM handling and clean errors."""
+    """Decorate a stage's ``main(argv)`` with logging, signals, a lock and clean errors."""
 
     @functools.wraps(fn)
     def wrapper(argv: list[str] | None = None) -> None:
+        from mnistlab.core.files import forget_written
+
         setup_logging()
+        name = stage_name(fn, argv)
+        _state.name, _state.outputs_written, _state.terminating = name, False, False
+        forget_written()
         signal.signal(signal.SIGTERM, _terminate)
         try:
-            fn(argv)
+            with die_with_parent(), stage_lock(name):
+                fn(argv)
         except MnistlabError as err:
-            log.error("%s", err)
+            log.error("%s", one_line(str(err), limit=2000))
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            log.error("interrupted; no partial outputs were kept")
+            log.error("%s", interrupted_message(name))
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as err:
+            message = failure_message(name, err)
+            if message is None:
+                raise  # a bug: its traceback is the useful report
+            log.error("%s", message)
+            sys.exit(EXIT_ERROR)
 
     return wrapper
 
