@@ -10,6 +10,7 @@ out-of-range values with a one-line :class:`ParamsError` naming the full key
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -37,6 +38,8 @@ NonNegFloat = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 Pixel = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 ClassIdx = Annotated[int, Field(ge=0, lt=NUM_CLASSES)]
 EpsGrid = Annotated[list[Pixel], Field(min_length=1)]
+# params.yaml is a few KB; a file over 1 MiB is a mistake (or an attack on the parser).
+MAX_PARAMS_BYTES = 1 << 20
 
 
 class _Section(BaseModel):
@@ -147,6 +150,15 @@ class NoiseParams(_Section):
     # logit: maximise logit_target - penalty*||N||^2 (the report's); ce: cross-entropy.
     objective: Literal["logit", "ce"]
 
+    @model_validator(mode="after")
+    def _some_transfer_image(self) -> NoiseParams:
+        # The transfer test (and its figure) needs at least one image to apply noise to.
+        if self.n_transfer_same + self.n_transfer_other == 0:
+            raise ValueError(
+                "n_transfer_same: n_transfer_same + n_transfer_other must be at least 1"
+            )
+        return self
+
 
 class FGSMParams(_Section):
     n_images: PosInt
@@ -220,6 +232,14 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _overrides_are_valid(self) -> Params:
+        # dvc.yaml's train@<model> stages depend on the param `models.<model>`: DVC
+        # cannot run one whose entry is missing, so every model needs one ({} = none).
+        missing = [name for name in MODEL_NAMES if name not in self.models]
+        if missing:
+            raise ValueError(
+                f"models: missing an entry for {', '.join(missing)} "
+                "(every model needs one; {} for no overrides)"
+            )
         for name in self.models:
             self.train_for(name)  # raises ValidationError on a bad override
         return self
@@ -231,6 +251,16 @@ class Params(_Section):
             return TrainParams(**merged)
         except ValidationError as err:
             raise ValueError(_format(err, prefix=f"models.{model}")) from None
+
+
+def _short_repr(value: Any) -> str:
+    """A bounded repr: YAML aliases can make a small file hold an astronomically big list."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict = 2, 6, 6
+    short.maxstring = short.maxother = short.maxlong = 60
+    return short.repr(value)
 
 
 def _format(err: ValidationError, prefix: str = "") -> str:
@@ -252,7 +282,7 @@ def _format(err: ValidationError, prefix: str = "") -> str:
                 if rest:
                     key, reason = (f"{key}.{sub}" if key else sub), rest
             elif "input" in e and not isinstance(e["input"], dict):
-                reason = f"{reason} (got {e['input']!r})"
+                reason = f"{reason} (got {_short_repr(e['input'])})"
         parts.append(f"{key}: {reason}" if key else reason)
     return "; ".join(parts)
 
@@ -290,19 +320,50 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: {_format(err)}") from None
 
 
+def read_params_text(path: str | Path, max_bytes: int = MAX_PARAMS_BYTES) -> str:
+    """The text of a params file: at most ``max_bytes``, UTF-8, checked before parsing.
+
+    Raises:
+        ParamsError: the file is missing or unreadable, larger than ``max_bytes``
+            (checked before reading it whole), or not UTF-8.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise ParamsError(_too_big(path, max_bytes, f"{size} bytes"))
+            data = f.read(max_bytes + 1)  # a pipe or /proc file may say size 0
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot read params file ({err.strerror})") from None
+    if len(data) > max_bytes:
+        raise ParamsError(_too_big(path, max_bytes, f"more than {max_bytes} bytes"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at line {line})"
+        ) from None
+
+
+def _too_big(path: Path, max_bytes: int, size: str) -> str:
+    return f"{path}: {size}, over the {max_bytes // 1024} KiB limit for a params file"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate ``params.yaml``.
 
     Raises:
-        ParamsError: the file is missing, is not valid YAML, or holds invalid params.
+        ParamsError: the file is missing, too large, not UTF-8, not valid YAML, or
+            holds invalid params.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ParamsError(f"{path}: cannot read params file ({err.strerror})") from None
+    text = read_params_text(path)
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:
+        raise ParamsError(f"{path}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
