@@ -107,19 +107,67 @@ def load_checkpoint(
             another model (say ``cnn_bn.pt`` copied over ``cnn.pt``) is an error.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, not one of ours, or of
-            another model than ``expected``.
+        CheckpointError: the file is missing, unreadable, not one of ours, of another
+            model than ``expected``, or its weights do not fit the architecture it
+            names; always one line.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint missing (run: dvc repro)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = build_model(ckpt["model"])
+    except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint ({_reason(err)})"
+        ) from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict)):
+        raise CheckpointError(f"{path}: corrupt or incompatible checkpoint (not an mnistlab one)")
+    name = ckpt.get("model")
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint (unknown model {name!r})"
+        )
+    if expected is not None and name != expected:
+        raise CheckpointError(
+            f"{path}: holds model {name!r}, expected {expected!r} (another model's checkpoint "
+            f"copied over it?); restore it with `dvc checkout {path}` or `dvc repro "
+            f"train@{expected}`"
+        )
+    model = build_model(name)
+    mismatch = state_dict_mismatch(model, ckpt["state_dict"])
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint (weights do not fit model "
+            f"{name!r}: {mismatch})"
+        )
+    try:
         model.load_state_dict(ckpt["state_dict"])
     except Exception as err:  # noqa: BLE001 - any failure means a bad checkpoint
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: corrupt or incompatible checkpoint ({reason})") from None
-    if expected is not None and ckpt["model"] != expected:
-        raise CheckpointError(f"{path}: holds model {ckpt['model']!r}, expected {expected!r}")
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint ({_reason(err)})"
+        ) from None
     return model.to(device).eval(), ckpt
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, Any], limit: int = 3) -> str:
+    """How ``state`` fails to fit ``model`` (missing, unexpected, mis-shaped keys), or ``""``."""
+    own = model.state_dict()
+    parts = []
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and getattr(state[k], "shape", None) != v.shape
+    ]
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{label} {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error, for a one-line message."""
+    text = str(err).strip().splitlines()
+    return text[0].strip() if text else type(err).__name__
