@@ -11,7 +11,11 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MODEL ?= cnn_bn
 SERVE_PORT ?= 5001
-MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
+MLFLOW_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
+# What `make serve` serves: the version `dvc repro` registered in this workspace
+# (alias `workspace`); any other with e.g. MODEL_URI=models:/mnist-cnn_bn/latest.
+MODEL_URI ?= models:/mnist-$(MODEL)@workspace
+MAX_REQUEST_BYTES ?= 4194304
 
 .PHONY: setup browser postgres repro test test-fast ui serve server bench lint lock clean
 
@@ -55,12 +59,14 @@ test-fast: setup
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
 
-# Serve the latest registered mnist-$(MODEL) over HTTP (after `make repro`):
+# Serve mnist-$(MODEL) over HTTP (after `make repro`): MLflow's scoring server behind
+# our guard (serving/): bodies over MAX_REQUEST_BYTES get 413 unread, anything but
+# (N, 1, 28, 28) finite pixels in [0, 1] gets 400 with a short message.
 #   curl -X POST -H 'Content-Type: application/json' --data '{"inputs": ...}' \
 #        http://127.0.0.1:$(SERVE_PORT)/invocations
-serve:
-	MLFLOW_TRACKING_URI=$(MLFLOW_URI) $(BIN)/mlflow models serve -m models:/mnist-$(MODEL)/latest \
-	  --env-manager local --host $(HOST) --port $(SERVE_PORT)
+serve: setup
+	MLFLOW_TRACKING_URI='$(MLFLOW_URI)' $(BIN)/python -m serving --model-uri '$(MODEL_URI)' \
+	  --host $(HOST) --port $(SERVE_PORT) --max-bytes $(MAX_REQUEST_BYTES)
 
 # A team's stack on this machine, for trying the team workflow: PostgreSQL + S3 (moto) +
 # `mlflow server`, all on 127.0.0.1, in SERVER_DIR (absent or empty; deleted on exit).
