@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_scratch_repo, run, write_params
+from helpers.serving import make_serve_command
 
 pytestmark = pytest.mark.slow
 
@@ -204,23 +205,19 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
 def test_make_serve_classifies_posted_images(built: Path) -> None:
     import json as _json
     import subprocess
-    import sys
     import urllib.error
     import urllib.request
 
     from mnistlab.core import mnist as data
 
     port = _free_port()
-    venv = Path(sys.executable).parent.parent
+    # -o stamps: never rebuild the venv (helpers.serving); alias `workspace` aside, the
+    # latest version is the one this repro registered.
+    cmd = make_serve_command(
+        built, MODEL="cnn_bn", MODEL_URI="models:/mnist-cnn_bn/latest", SERVE_PORT=str(port)
+    )
     proc = subprocess.Popen(
-        [
-            "make",
-            "--no-print-directory",
-            "serve",
-            "MODEL=cnn_bn",
-            f"SERVE_PORT={port}",
-            f"VENV={venv}",
-        ],
+        cmd,
         cwd=built,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
