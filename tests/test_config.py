@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers.params import params_with, raw_params
-from mnistlab.core.config import MODEL_NAMES, Params, flatten, load_params, parse_params
+from mnistlab.core.config import (
+    MAX_PARAMS_BYTES,
+    MODEL_NAMES,
+    Params,
+    flatten,
+    load_params,
+    parse_params,
+)
 from mnistlab.core.errors import ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +154,95 @@ def test_model_names_match_registry() -> None:
     from mnistlab.core.models import REGISTRY
 
     assert set(REGISTRY) == set(MODEL_NAMES)
+
+
+# ------------------------------------------------------------------ issue 14: more limits
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"train": {"epochs": 1001}}, "train.epochs: Input should be less than or equal to 1000"),
+        ({"seed": 2**64}, "seed: Input should be less than 4294967296"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"train": {"lr": float("nan")}}, "train.lr:"),
+        ({"train": {"lr": float("inf")}}, "train.lr:"),
+        (
+            {"attacks": {"noise": {"n_transfer_same": 0, "n_transfer_other": 0}}},
+            "attacks.noise.n_transfer_same: n_transfer_same + n_transfer_other must be at least 1",
+        ),
+    ],
+)
+def test_limits_name_the_key(raw: dict, needle: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        params_with(raw)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("same", "other"), [(0, 1), (1, 0)])
+def test_one_transfer_image_is_enough(same: int, other: int) -> None:
+    cfg = params_with({"attacks": {"noise": {"n_transfer_same": same, "n_transfer_other": other}}})
+    assert cfg.attacks.noise.n_transfer_same + cfg.attacks.noise.n_transfer_other == 1
+
+
+def test_every_model_needs_a_models_entry() -> None:
+    """dvc.yaml's train@<model> depends on the param models.<model>: DVC needs each one."""
+    raw = raw_params()
+    raw["models"] = {}
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert str(info.value) == (
+        "params.yaml: models: missing an entry for cnn, cnn_bn, cnn_adv "
+        "(every model needs one; {} for no overrides)"
+    )
+    raw["models"] = {"cnn": {}, "cnn_bn": {}}
+    with pytest.raises(ParamsError, match="models: missing an entry for cnn_adv "):
+        parse_params(raw)
+
+
+def test_models_match_the_dvc_matrix() -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    names = next(v["model_names"] for v in dvc["vars"] if "model_names" in v)
+    assert tuple(names) == MODEL_NAMES
+
+
+def test_invalid_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"seed: 42\ndevice: \xff\xfe\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 0xff at line 2)"
+
+
+def test_oversized_params_are_rejected_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\n" + "#" * (MAX_PARAMS_BYTES + 1))  # a comment: would parse
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert "over the 1024 KiB limit for a params file" in str(info.value)
+
+
+def test_a_stream_without_a_size_is_capped_too() -> None:
+    with pytest.raises(ParamsError, match="more than 1048576 bytes, over the 1024 KiB limit"):
+        load_params("/dev/zero")
+
+
+def test_yaml_aliases_cannot_blow_up_the_error_message(tmp_path: Path) -> None:
+    """A billion-laughs list in a wrong place: the message stays short."""
+    laughs = "a0: &a0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+    )
+    raw = yaml.safe_load(laughs)
+    params = raw_params({"seed": raw["a8"]})
+    start = time.perf_counter()
+    with pytest.raises(ParamsError) as info:
+        parse_params(params)
+    assert len(str(info.value)) < 500 and time.perf_counter() - start < 5
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "seed: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert "\n" not in str(info.value)
