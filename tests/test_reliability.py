@@ -97,7 +97,6 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
             {"attacks": {"noise": {"n_transfer_same": 0, "n_transfer_other": 0}}},
             "attacks.noise.n_transfer_same: n_transfer_same + n_transfer_other must be at least 1",
         ),
-        ({"models": {}}, "models: missing an entry for cnn, cnn_bn, cnn_adv"),
     ],
 )
 def test_bad_params_touch_nothing(downloaded: Path, override: dict, needle: str) -> None:
