@@ -36,9 +36,7 @@ _CODES = {
     415: "UNSUPPORTED_MEDIA_TYPE",
     504: "TIMEOUT",
 }
-_UPSTREAM = {
-    504: "scoring took too long",
-}
+_UPSTREAM = {504: "scoring took too long"}
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistlab.core.files import atomic_dir, write_csv, write_json, write_npz
+from mnistlab.core.runtime import mark_outputs_written
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -113,6 +114,7 @@ def write_outputs(
                 save_figure(fig, Path(tmp) / f"{name}.png")
     if arrays is not None:
         write_npz(arrays, out.arrays)
+    mark_outputs_written()  # from here on a failure must say the outputs were replaced
     if run is not None:
         run.log_metrics(out.metrics)
         run.log_summary(headline_metrics(run.stage, out.metrics))
