@@ -1,0 +1,246 @@
+"""What one real `dvc repro` of the tiny pipeline leaves in MLflow: one parent run with
+every stage run as its child, data lineage (dataset inputs, logged models with their
+evaluation metrics, registry aliases), and the MLflow UI showing it in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_scratch_repo, run, write_params
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("cnn", "cnn_bn", "cnn_adv")
+# On top of the tiny profile: the stages it leaves at full size, cut to seconds.
+FAST = {
+    "models": {"cnn_adv": {"epochs": 1, "adversarial": None}},  # tracking needs no robustness
+    "attribution": {"n_images": 2, "ig_steps": 8, "deletion_steps": 8},
+    "attacks": {
+        "strong": {
+            "n_images": 50,
+            "eps": [0.1, 0.3],
+            "pgd_steps": 5,
+            "n_iter": 10,
+            "n_targets": 1,
+            "min_eps": {"n_images": 10},
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
+    """A scratch repo after one full `dvc repro` on the tiny profile."""
+    repo = make_scratch_repo(tmp_path_factory.mktemp("tracked"), mnist_raw)
+    write_params(repo, FAST)
+    run(["git", "commit", "-qam", "fast profile"], cwd=repo)
+    out = run(["dvc", "repro"], cwd=repo)
+    (repo / "repro.log").write_text(out.stdout)
+    return repo
+
+
+def _uri(repo: Path) -> str:
+    return f"sqlite:///{repo}/mlflow.db"
+
+
+def _runs(repo: Path) -> tuple[list, list]:
+    import mlflow
+
+    client = mlflow.MlflowClient(_uri(repo))
+    exp = client.get_experiment_by_name("mnistlab")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "pipeline"]
+    return parents, [r for r in runs if r.data.tags.get("run_kind") == "stage"]
+
+
+def test_one_parent_holds_every_stage_run(built: Path) -> None:
+    import hashlib
+
+    import yaml
+
+    from mnistlab.core.config import flatten, load_params
+
+    executed = {
+        line.split("'")[1]
+        for line in (built / "repro.log").read_text().splitlines()
+        if line.startswith("Running stage")
+    }
+    (parent,), children = _runs(built)
+    assert len(children) >= 30
+    assert sorted(r.info.run_name for r in children) == sorted(executed - {"validate_params"})
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in (parent, *children))
+    assert parent.info.end_time >= max(r.info.end_time for r in children)
+
+    commit = run(["git", "rev-parse", "HEAD"], cwd=built).stdout.strip()
+    digest = hashlib.sha256((built / "params.yaml").read_bytes()).hexdigest()[:8]
+    assert parent.info.run_name == f"{commit[:7]}-params-{digest}"
+    assert parent.data.tags["git_commit"] == commit
+    params = flatten(load_params(built / "params.yaml"))
+    assert parent.data.params == {k: str(v) for k, v in params.items()}
+    assert yaml.safe_load(parent.data.params["attacks.pgd.eps"]) == [0.0, 0.1, 0.3]
+
+    metrics = parent.data.metrics
+    for m in MODELS:
+        ev = json.loads((built / f"metrics/evaluate/{m}.json").read_text())
+        assert metrics[f"test_accuracy.{m}"] == pytest.approx(ev["test_accuracy"])
+        pgd = json.loads((built / f"metrics/attack/pgd-{m}.json").read_text())
+        strong = json.loads((built / f"metrics/attack/strong-{m}.json").read_text())
+        for eps in ("0.1", "0.3"):
+            assert metrics[f"robust_accuracy.pgd.{m}.{eps}"] == pytest.approx(
+                pgd["robust_accuracy"][eps]
+            )
+            assert metrics[f"robust_accuracy.strong.{m}.{eps}"] == pytest.approx(
+                strong["robust_accuracy"]["strong"][eps]
+            )
+    assert len(metrics) == 5 * len(MODELS)
+
+    for r in children:  # liveness and threads, on every stage run
+        assert r.data.tags["host"] and int(r.data.tags["pid"]) > 0
+        assert float(r.data.tags["startup_seconds"]) > 0
+    train = next(r for r in children if r.info.run_name == "train@cnn")
+    assert train.data.params["threads"] == "auto"
+    assert int(train.data.tags["torch_threads"]) >= 1
+
+
+def test_data_lineage_from_dataset_to_models(built: Path) -> None:
+    import mlflow
+
+    from mnistlab.core.tracking import file_sha256, mnist_dataset
+
+    mlflow.set_tracking_uri(_uri(built))
+    client = mlflow.MlflowClient()
+    _, children = _runs(built)
+    by_name = {r.info.run_name: r for r in children}
+    dataset = mnist_dataset(built / "data/MNIST/raw", cwd=built)
+    for stage, context in (("train@cnn", "training"), ("evaluate@cnn_bn", "evaluation")):
+        (inp,) = by_name[stage].inputs.dataset_inputs
+        tags = {t.key: t.value for t in inp.tags}
+        assert (inp.dataset.name, inp.dataset.digest) == ("mnist", dataset.digest)
+        assert str(built / "data/MNIST/raw") in inp.dataset.source
+        assert tags["mlflow.data.context"] == context
+        assert tags["md5.train-images-idx3-ubyte"] == "6bbc9ace898e44ae57da46a324031adb"
+
+    exp = client.get_experiment_by_name("mnistlab")
+    best_first = mlflow.search_logged_models(
+        experiment_ids=[exp.experiment_id],
+        order_by=[{"field_name": "metrics.test_accuracy", "ascending": False}],
+        output_format="list",
+    )
+    assert len(best_first) == len(MODELS)
+    accuracy = {}
+    for model in best_first:
+        (metric,) = [x for x in model.metrics if x.key == "test_accuracy"]
+        assert (metric.dataset_name, metric.dataset_digest) == ("mnist", dataset.digest)
+        name = by_name_of_run(by_name, model.source_run_id)  # train@<m>
+        m = name.removeprefix("train@")
+        ev = json.loads((built / f"metrics/evaluate/{m}.json").read_text())
+        assert metric.value == pytest.approx(ev["test_accuracy"])
+        assert model.tags["checkpoint_sha256"] == file_sha256(built / f"models/{m}.pt")
+        assert by_name[f"evaluate@{m}"].data.tags["model_id"] == model.model_id
+        accuracy[m] = metric.value
+    assert [a for a in accuracy.values()] == sorted(accuracy.values(), reverse=True)
+
+    for m in MODELS:  # the registry: @workspace is the version this repro trained
+        version = client.get_model_version_by_alias(f"mnist-{m}", "workspace")
+        assert version.run_id == by_name[f"train@{m}"].info.run_id
+        assert version.tags["dataset.digest"] == dataset.digest
+        assert version.tags["checkpoint_sha256"] == file_sha256(built / f"models/{m}.pt")
+
+
+def by_name_of_run(by_name: dict, run_id: str) -> str:
+    return next(name for name, r in by_name.items() if r.info.run_id == run_id)
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow ui exited {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(1)
+    raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Path) -> None:
+    """`mlflow ui` as `make ui` serves it; the runs URL `make ui` prints lists the parent,
+    and expanding it shows the stage runs (a React app: a real browser is needed)."""
+    from playwright.sync_api import sync_playwright
+
+    from mnistlab.core.tracking import ui_url
+
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("needs Debian's chromium at /usr/bin/chromium: run `make browser`")
+    (parent,), _ = _runs(built)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            _uri(built),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its uvicorn workers go with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/health", proc)
+        url = ui_url(base, _uri(built))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            name = page.get_by_text(parent.info.run_name, exact=True)
+            name.wait_for(timeout=90_000)
+            assert "/runs" in page.url  # the runs table, not the GenAI overview
+            row = page.locator('[role="row"]', has=name)
+            row.locator('button[data-component-id$="runnamecellrenderer.tsx_46"]').click()
+            page.get_by_text("train@cnn_bn", exact=True).wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "runs.png"))
+            browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
