@@ -56,7 +56,9 @@ test: setup browser postgres
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
+# MLflow 3's UI opens experiments on a GenAI overview: open the URL this prints instead.
 ui: setup
+	@$(BIN)/python -m ops.ui --base http://$(HOST):$(PORT) --uri $(MLFLOW_URI)
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
 
 # Serve mnist-$(MODEL) over HTTP (after `make repro`): MLflow's scoring server behind

@@ -200,7 +200,7 @@ def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Pa
     and expanding it shows the stage runs (a React app: a real browser is needed)."""
     from playwright.sync_api import sync_playwright
 
-    from mnistlab.core.tracking import ui_url
+    from ops.ui import ui_url
 
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("needs Debian's chromium at /usr/bin/chromium: run `make browser`")
