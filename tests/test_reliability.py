@@ -768,3 +768,37 @@ def test_swapped_checkpoint_and_foreign_weights_are_one_line(tmp_path: Path) -> 
     message = str(info.value)
     assert "weights do not fit model 'cnn': unexpected conv1.bn.weight" in message
     assert "\n" not in message
+
+
+def test_a_swallowed_sigterm_is_delivered_again(tmp_path: Path) -> None:
+    """SIGTERM handled inside a __del__ raises where Python drops the exception; the
+    watchdog sends it again, so the stage still stops, without a traceback."""
+    code = textwrap.dedent(
+        """
+        import os, signal, time
+        from mnistlab.core import runtime
+
+        class Dropper:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs here, in __del__
+                    pass
+
+        @runtime.stage_main
+        def main(argv=None):
+            Dropper()
+            time.sleep(30)
+            print("not interrupted", flush=True)
+
+        main([])
+        """
+    )
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert time.time() - start < 20
+    assert "not interrupted" not in proc.stdout
+    assert "interrupted; no partial outputs were kept" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

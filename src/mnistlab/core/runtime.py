@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,9 @@ EXIT_INTERRUPTED = 130
 # the watchdog compares against it, which also covers a parent that dies before prctl.
 _START_PPID = os.getppid()
 PARENT_POLL_S = 1.0
+# Python drops an exception raised where it cannot propagate (a weakref callback, a
+# __del__): a SIGTERM whose KeyboardInterrupt landed there is sent again after this long.
+REARM_S = 2.0
 LOCK_DIR = Path(".dvc") / "tmp" / "mnistlab-locks"
 MAX_REASON = 300  # characters of a foreign error kept in a one-line message
 # Exceptions from these packages are failures of the tracking store, not of the stage.
@@ -58,7 +62,8 @@ class _State:
 
     name: str = ""
     outputs_written: bool = False
-    terminating: bool = False
+    terminating: bool = False  # a SIGTERM arrived
+    signalled_at: float = 0.0  # when the last KeyboardInterrupt was raised for it
 
 
 _state = _State()
@@ -97,13 +102,25 @@ def one_line(text: str, limit: int = MAX_REASON) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _unwinding() -> bool:
+    """Whether a KeyboardInterrupt is propagating (we are in its finally/__exit__ code)."""
+    exc, seen = sys.exc_info()[1], set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # Unwind like Ctrl-C so context managers clean up temp files and end the MLflow run.
-    # A second SIGTERM (parent-death signal and watchdog both fire) must not interrupt
-    # that clean-up half-way, so only the first one raises.
-    if _state.terminating:
-        return
+    # A SIGTERM during that clean-up (parent-death signal and watchdog both firing, or
+    # the watchdog's repeat) must not cut it short, so only one raises at a time.
     _state.terminating = True
+    if _unwinding():
+        return
+    _state.signalled_at = time.monotonic()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -125,43 +142,59 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         return False
 
 
-def _watch_parent(ppid: int, stop: threading.Event, interval: float) -> None:
-    """Send this process SIGTERM once its parent is no longer ``ppid``."""
+def _watchdog(ppid: int, stop: threading.Event, interval: float) -> None:
+    """SIGTERM this process when its parent is no longer ``ppid`` (when ``ppid`` > 1), and
+    again while a SIGTERM has not made the stage unwind (its interrupt was swallowed)."""
     while True:
-        if os.getppid() != ppid:
-            if not _state.terminating:
+        if not _state.terminating:
+            if ppid > 1 and os.getppid() != ppid:
                 log.warning("parent process %d is gone; stopping", ppid)
                 os.kill(os.getpid(), signal.SIGTERM)
-            return
+        elif time.monotonic() - _state.signalled_at >= REARM_S:
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored while it is unwinding
         if stop.wait(interval):
             return
 
 
+def _unraisable(info: Any) -> None:
+    """Python's hook for exceptions it cannot raise (in a weakref callback, a __del__):
+    one of our interrupts landed there, so have the watchdog send it again at once."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and _state.terminating:
+        _state.signalled_at = 0.0
+        return
+    sys.__unraisablehook__(info)
+
+
 @contextlib.contextmanager
-def die_with_parent(ppid: int | None = None, interval: float = PARENT_POLL_S) -> Iterator[None]:
+def stage_watchdog(ppid: int | None = None, interval: float = PARENT_POLL_S) -> Iterator[None]:
     """Terminate (SIGTERM, handled like Ctrl-C) when the parent process goes away.
+
+    Sets ``PR_SET_PDEATHSIG`` and runs a watchdog thread that compares the parent pid
+    with ``ppid`` (which also covers a parent dying before prctl, and other systems),
+    and repeats a SIGTERM whose interrupt Python swallowed.
 
     Args:
         ppid: the parent to outlive no longer; the parent seen at import by default.
-            Nothing is watched under pid 1 (started by init: there is no parent to lose).
+            No parent is watched under pid 1 (started by init: there is none to lose).
         interval: seconds between the watchdog's checks.
     """
     ppid = _START_PPID if ppid is None else ppid
-    if ppid <= 1:
-        yield
-        return
-    set_parent_death_signal(signal.SIGTERM)
+    if ppid > 1:
+        set_parent_death_signal(signal.SIGTERM)
     stop = threading.Event()
     # The first check runs at once: a parent that died before prctl is caught too.
     watcher = threading.Thread(
-        target=_watch_parent, args=(ppid, stop, interval), name="parent-watch", daemon=True
+        target=_watchdog, args=(ppid, stop, interval), name="stage-watchdog", daemon=True
     )
     watcher.start()
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         yield
     finally:
         stop.set()
-        set_parent_death_signal(0)  # in-process callers (tests) keep their old behaviour
+        sys.unraisablehook = previous_hook
+        if ppid > 1:
+            set_parent_death_signal(0)  # in-process callers (tests) keep their behaviour
 
 
 def stage_name(fn: Callable[..., Any], argv: list[str] | None = None) -> str:
@@ -311,12 +344,11 @@ def interrupted_message(name: str) -> str:
     if outputs_written():
         return (
             f"{name}: interrupted while logging to MLflow; its outputs were written but the "
-            f"MLflow run is incomplete (KILLED); {rerun}"
+            f"MLflow run is incomplete; {rerun}"
         )
     if written_paths():
         return (
-            f"{name}: interrupted after some outputs were written ({_written_summary()}); "
-            f"the rest were not; {rerun}"
+            f"{name}: interrupted after these outputs were written: {_written_summary()}; {rerun}"
         )
     return "interrupted; no partial outputs were kept"
 
@@ -334,8 +366,10 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
         forget_written()
         signal.signal(signal.SIGTERM, _terminate)
         try:
-            with die_with_parent(), stage_lock(name):
+            with stage_watchdog(), stage_lock(name):
                 fn(argv)
+            if _state.terminating:  # the interrupt was swallowed and the work went on
+                raise KeyboardInterrupt("signal 15")
         except MnistlabError as err:
             log.error("%s", one_line(str(err), limit=2000))
             sys.exit(EXIT_ERROR)
