@@ -802,3 +802,18 @@ def test_a_swallowed_sigterm_is_delivered_again(tmp_path: Path) -> None:
     assert "not interrupted" not in proc.stdout
     assert "interrupted; no partial outputs were kept" in proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_tracking_error_after_outputs_says_they_were_written(tmp_path: Path) -> None:
+    from mnistlab.core import files, runtime
+    from mnistlab.core.errors import TrackingError
+
+    files.forget_written()
+    assert runtime.failure_message("s", TrackingError("store unreachable")) is None
+    files.write_json(tmp_path / "m.json", {"a": 1})
+    try:
+        message = runtime.failure_message("s", TrackingError("store is read-only"))
+    finally:
+        files.forget_written()
+    assert message is not None
+    assert message.startswith("s: outputs were written but MLflow logging failed: store is")

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.core.errors import MnistlabError, ParamsError, StageBusyError
+from mnistlab.core.errors import MnistlabError, ParamsError, StageBusyError, TrackingError
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
     import torch
@@ -283,7 +283,7 @@ def _package_dirs() -> list[str]:
 
 def is_tracking_failure(err: BaseException) -> bool:
     """Whether ``err`` came from the MLflow store (its type or any frame it passed)."""
-    if type(err).__module__.split(".")[0] in TRACKING_PACKAGES:
+    if isinstance(err, TrackingError) or type(err).__module__.split(".")[0] in TRACKING_PACKAGES:
         return True
     tracking = sys.modules.get("mnistlab.core.tracking")
     files = [getattr(tracking, "__file__", None) or "<none>"]
@@ -326,6 +326,8 @@ def failure_message(name: str, err: BaseException) -> str | None:
 
     if not is_tracking_failure(err):
         return None
+    if isinstance(err, TrackingError) and not (outputs_written() or written_paths()):
+        return None  # tracking.py's own one line, from before any output (store unreachable)
     reason = first_line(err)
     rerun = f"rerun with `dvc repro {name}` once the tracking store works"
     if outputs_written() or written_paths():
@@ -371,7 +373,8 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
             if _state.terminating:  # the interrupt was swallowed and the work went on
                 raise KeyboardInterrupt("signal 15")
         except MnistlabError as err:
-            log.error("%s", one_line(str(err), limit=2000))
+            message = failure_message(name, err) if isinstance(err, TrackingError) else None
+            log.error("%s", message or one_line(str(err), limit=2000))
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             log.error("%s", interrupted_message(name))
