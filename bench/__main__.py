@@ -13,7 +13,7 @@ import sys
 from bench import report, robust
 from bench.cases import CASES as BASE_CASES
 
-CASES = {**BASE_CASES, **robust.CASES}
+CASES = {**BASE_CASES, **robust.CASES, **queue.CASES}
 
 log = logging.getLogger("bench")
 
