@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from bench import report, robust
+from bench import queue, report, robust
 from bench.cases import CASES as BASE_CASES
 
 CASES = {**BASE_CASES, **robust.CASES, **queue.CASES}
