@@ -10,10 +10,10 @@ import argparse
 import logging
 import sys
 
-from bench import queue, report, robust
+from bench import parallel, report, robust
 from bench.cases import CASES as BASE_CASES
 
-CASES = {**BASE_CASES, **robust.CASES, **queue.CASES}
+CASES = {**BASE_CASES, **robust.CASES, **parallel.CASES}
 
 log = logging.getLogger("bench")
 
