@@ -24,6 +24,8 @@ def _runs_by_exp(repo: Path) -> dict[str, list]:
     exp = client.get_experiment_by_name("mnistlab")
     out: dict[str, list] = {}
     for r in client.search_runs([exp.experiment_id], max_results=1000):
+        if r.data.tags.get("run_kind") == "pipeline":
+            continue  # the experiment's parent run; its stage runs are counted here
         out.setdefault(r.data.tags.get("dvc_exp_name", ""), []).append(r)
     return out
 
