@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, run
+from helpers.runs import stage_runs
 
 pytestmark = pytest.mark.slow
 
@@ -18,14 +19,9 @@ TARGET = "evaluate@cnn"  # download -> train@cnn -> evaluate@cnn: enough to exer
 
 
 def _runs_by_exp(repo: Path) -> dict[str, list]:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
+    """Stage runs by experiment name (the parent of each execution is not counted)."""
     out: dict[str, list] = {}
-    for r in client.search_runs([exp.experiment_id], max_results=1000):
-        if r.data.tags.get("run_kind") == "pipeline":
-            continue  # the experiment's parent run; its stage runs are counted here
+    for r in stage_runs(repo):
         out.setdefault(r.data.tags.get("dvc_exp_name", ""), []).append(r)
     return out
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_scratch_repo, run, write_params
+from helpers.runs import free_port, stage_runs, wait_http
 from helpers.serving import make_serve_command
 
 pytestmark = pytest.mark.slow
@@ -16,17 +17,6 @@ pytestmark = pytest.mark.slow
 def ran(output: str) -> set[str]:
     """Stage names that `dvc repro` executed, from its output."""
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-
-
-def mlflow_runs(repo: Path) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
-    # the stage runs; the parent run of each pipeline execution is tested in
-    # test_tracking_pipeline.py
-    return [r for r in runs if r.data.tags.get("run_kind") != "pipeline"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def test_full_repro_runs_every_stage_once(built: Path) -> None:
     assert stages - executed <= {s for s in stages if s.startswith("architecture@")}
     assert len(stages) == 1 + 1 + 3 * 5 + 6 * 3 + 3  # validate, download, 5 per model,
     # 6 attack forms per model, transfer + compare + report
-    runs = mlflow_runs(built)
+    runs = stage_runs(built)
     names = sorted(r.info.run_name for r in runs)
     # one MLflow run per executed stage (validate_params logs none: it only checks)
     assert names == sorted(executed - {"validate_params"})
@@ -93,10 +83,10 @@ def test_registered_models_classify_like_evaluate(built: Path) -> None:
 
 
 def test_second_repro_runs_nothing(built: Path) -> None:
-    n_runs = len(mlflow_runs(built))
+    n_runs = len(stage_runs(built))
     out = run(["dvc", "repro"], cwd=built)
     assert ran(out.stdout) == set()
-    assert len(mlflow_runs(built)) == n_runs
+    assert len(stage_runs(built)) == n_runs
 
 
 def test_model_override_reruns_only_that_model(built: Path) -> None:
@@ -114,37 +104,13 @@ def test_model_override_reruns_only_that_model(built: Path) -> None:
     assert (built / "metrics/evaluate/cnn.json").read_text() == before
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc, timeout: float = 120) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
-    raise AssertionError(f"{url} did not come up in {timeout}s")
-
-
 @pytest.fixture
 def server(built: Path):
     """A real `mlflow server` on loopback over the scratch repo's store."""
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     proc = subprocess.Popen(
         [
@@ -166,7 +132,7 @@ def server(built: Path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/health", proc)
+        wait_http(f"{url}/health", proc)
         yield url
     finally:
         proc.terminate()
@@ -213,7 +179,7 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
 
     from mnistlab.core import mnist as data
 
-    port = _free_port()
+    port = free_port()
     # -o stamps: never rebuild the venv (helpers.serving); alias `workspace` aside, the
     # latest version is the one this repro registered.
     cmd = make_serve_command(
@@ -229,7 +195,7 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/ping", proc, timeout=180)
+        wait_http(f"{url}/ping", proc, timeout=180)
         images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
         x = (images[:20].unsqueeze(1).float() / 255).tolist()
         req = urllib.request.Request(

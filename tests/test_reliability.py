@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import BIN, run, write_params
+from helpers.runs import stage_runs
 from mnistlab.core import mnist as data
 
 slow = pytest.mark.slow
@@ -209,8 +210,6 @@ def test_unreachable_tracking_store_fails_before_compute(downloaded: Path) -> No
 @slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: int) -> None:
-    import mlflow
-
     repo = downloaded
     before = _outputs(repo)
     write_params(repo, {"train": {"epochs": 50, "train_limit": 5000}})
@@ -231,13 +230,7 @@ def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: in
     assert _outputs(repo) == before  # the committed metrics and series are untouched
     leftovers = [p for p in repo.rglob("*.tmp") if ".dvc" not in p.parts]
     assert leftovers == []
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    (r,) = [
-        r
-        for r in client.search_runs([exp.experiment_id])
-        if r.data.tags.get("run_kind") != "pipeline"
-    ]  # the stage run, not its parent
+    (r,) = stage_runs(repo)  # the stage run, not its parent
     assert r.info.status == "KILLED"
 
     write_params(repo, {"train": {"epochs": 1, "train_limit": 1000}})
@@ -306,15 +299,6 @@ class _Reader:
         return "".join(self.lines)
 
 
-def _mlflow_runs(repo: Path, name: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    return [r for r in runs if r.info.run_name == name]
-
-
 def _registered_versions(repo: Path) -> list:
     import mlflow
 
@@ -327,14 +311,18 @@ def _registered_versions(repo: Path) -> list:
 
 @slow
 def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> None:
-    """Kill only `dvc repro` (SIGTERM, then SIGKILL) mid-training: the stage goes too."""
+    """Kill only `dvc repro` (SIGTERM, then SIGKILL) mid-training: the stage goes too.
+
+    DVC runs the stage with ``$SHELL -c``: bash replaces itself with the stage (its
+    parent is DVC), dash forks it (its parent is the shell, which outlives DVC).
+    """
     repo = downloaded
     write_params(repo, {"train": {"epochs": 50, "train_limit": 5000}})
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig, shell in ((signal.SIGTERM, "/bin/bash"), (signal.SIGKILL, "/bin/sh")):
         dvc = subprocess.Popen(
             ["dvc", "repro", "train@cnn"],
             cwd=repo,
-            env=_env(),
+            env={**_env(), "SHELL": shell},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -350,9 +338,10 @@ def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> 
             while _stage_pids(repo) and time.time() < deadline:
                 time.sleep(0.2)
             survivors = _stage_pids(repo)
-            assert survivors == [], f"{sig!r}: stage {survivors} outlived dvc\n{reader.text}"
+            alive = f"{sig!r}, {shell}: stage {survivors} outlived dvc"
+            assert survivors == [], f"{alive}\n{reader.text}"
             assert "interrupted; no partial outputs were kept" in reader.text
-            assert _mlflow_runs(repo, "train@cnn")[-1].info.status == "KILLED"
+            assert stage_runs(repo, "train@cnn")[-1].info.status == "KILLED"
         finally:
             for pid in _stage_pids(repo):
                 os.kill(pid, signal.SIGKILL)
@@ -370,7 +359,7 @@ def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> 
     ckpt = torch.load(repo / "models/cnn.pt", weights_only=True)
     assert ckpt["params"]["train"]["epochs"] == 1
     assert "up to date" in run(["dvc", "status", "train@cnn"], cwd=repo).stdout
-    assert _mlflow_runs(repo, "train@cnn")[-1].info.status == "FINISHED"
+    assert stage_runs(repo, "train@cnn")[-1].info.status == "FINISHED"
 
 
 @slow
@@ -411,7 +400,7 @@ def test_diverging_training_fails_in_one_line_and_registers_nothing(downloaded: 
     assert not metrics.exists() or metrics.read_bytes() == committed
     assert not (repo / "plots/train/cnn").exists()
     assert _registered_versions(repo) == []
-    assert _mlflow_runs(repo, "train@cnn")[-1].info.status == "FAILED"
+    assert stage_runs(repo, "train@cnn")[-1].info.status == "FAILED"
 
 
 # --------------------------------- a shared tiny build: strict JSON, bad params, checkpoints
@@ -532,7 +521,11 @@ def test_swapped_checkpoint_names_both_models(built: Path) -> None:
 @slow
 def test_unwritable_artifact_store_after_outputs_is_one_honest_line(downloaded: Path) -> None:
     repo = downloaded
-    (repo / "mlruns").write_text("not a directory\n")  # as root, chmod would not stop us
+    # The store's own probe checks `mlruns` before any compute (tests/test_tracking.py);
+    # break the logged models' folder below it, which only the logging after the outputs
+    # reaches. A file where a folder should be: as root, chmod would not stop us.
+    (repo / "mlruns").mkdir()
+    (repo / "mlruns" / "models").write_text("not a directory\n")
     proc = _stage(repo, TRAIN_CMD)
     assert proc.returncode == 1
     line = _our_error_line(proc.stderr)
@@ -598,7 +591,7 @@ def test_sigterm_while_logging_says_outputs_were_written(downloaded: Path) -> No
     assert "train@cnn: interrupted" in line and "outputs were written" in line
     assert "no partial outputs were kept" not in line
     assert (repo / "models/cnn.pt").is_file()
-    assert _mlflow_runs(repo, "train@cnn")[-1].info.status == "KILLED"
+    assert stage_runs(repo, "train@cnn")[-1].info.status == "KILLED"
 
 
 # ---------------------------------------------------------------------------- unit tests

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from helpers.runs import free_port
 from helpers.serving import make_serve_command
 
 sys.path.insert(0, str(REPO))  # `serving` lives beside `src`, as `stages` does
@@ -88,34 +89,23 @@ def test_bad_request_is_rejected_with_a_fixed_message(name: str) -> None:
 # --------------------------------------------------------------------------- the server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LOG_MODEL = textwrap.dedent(
     """
     import sys
     from pathlib import Path
 
-    import mlflow
     import torch
 
     from mnistlab.core.models import build_model
-    from mnistlab.core.tracking import StageRun
+    from mnistlab.core.tracking import stage_run
 
     root = Path(sys.argv[1])
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("serve", artifact_location=(root / "mlruns").as_uri())
     torch.manual_seed(0)
     model = build_model("cnn_bn").eval()
-    with mlflow.start_run(experiment_id=exp) as run:
-        StageRun(mlflow, run.info.run_id).log_model(model, "mnist-cnn_bn")
-    # The train stage's registration sets this alias (tracking.py); set it the same way.
-    mlflow.MlflowClient(uri).set_registered_model_alias("mnist-cnn_bn", "workspace", "1")
     torch.save(model.state_dict(), root / "state.pt")
+    # The train stage's own path: a stage run that logs, registers and aliases (@workspace).
+    with stage_run("train@cnn_bn", {}) as run:
+        run.log_model(model, "mnist-cnn_bn", root / "state.pt")
     """
 )
 
@@ -124,16 +114,24 @@ LOG_MODEL = textwrap.dedent(
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tracking store holding an untrained cnn_bn, logged as `train@cnn_bn` logs it."""
     root = tmp_path_factory.mktemp("serve-store")
-    subprocess.run(
-        [sys.executable, "-c", LOG_MODEL, str(root)], check=True, capture_output=True, timeout=300
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+    done = subprocess.run(
+        [sys.executable, "-c", LOG_MODEL, str(root)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert done.returncode == 0, done.stderr[-2000:]
     return root
 
 
 @pytest.fixture(scope="module")
 def server(store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """`make serve MODEL=cnn_bn` (alias `workspace`) on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     cmd = make_serve_command(
         REPO,
         MODEL="cnn_bn",

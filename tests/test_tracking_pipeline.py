@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_scratch_repo, run, write_params
+from helpers.runs import free_port, parent_runs, stage_runs, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +53,7 @@ def _uri(repo: Path) -> str:
 
 
 def _runs(repo: Path) -> tuple[list, list]:
-    import mlflow
-
-    client = mlflow.MlflowClient(_uri(repo))
-    exp = client.get_experiment_by_name("mnistlab")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("run_kind") == "pipeline"]
-    return parents, [r for r in runs if r.data.tags.get("run_kind") == "stage"]
+    return parent_runs(repo), stage_runs(repo)
 
 
 def test_one_parent_holds_every_stage_run(built: Path) -> None:
@@ -171,30 +166,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow ui exited {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
-    raise AssertionError(f"{url} did not come up in {timeout}s")
-
-
 def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Path) -> None:
     """`mlflow ui` as `make ui` serves it; the runs URL `make ui` prints lists the parent,
     and expanding it shows the stage runs (a React app: a real browser is needed)."""
@@ -205,7 +176,7 @@ def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Pa
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("needs Debian's chromium at /usr/bin/chromium: run `make browser`")
     (parent,), _ = _runs(built)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -226,7 +197,7 @@ def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Pa
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{base}/health", proc)
+        wait_http(f"{base}/health", proc)
         url = ui_url(base, _uri(built))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

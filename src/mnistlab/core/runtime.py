@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnistlab.core import procs
 from mnistlab.core.errors import MnistlabError, ParamsError, StageBusyError, TrackingError
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
@@ -142,13 +143,19 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         return False
 
 
-def _watchdog(ppid: int, stop: threading.Event, interval: float) -> None:
-    """SIGTERM this process when its parent is no longer ``ppid`` (when ``ppid`` > 1), and
-    again while a SIGTERM has not made the stage unwind (its interrupt was swallowed)."""
+def _watchdog(
+    ppid: int, pipeline: procs.ProcInfo | None, stop: threading.Event, interval: float
+) -> None:
+    """SIGTERM this process when its parent is no longer ``ppid`` (when ``ppid`` > 1) or
+    the DVC process ``pipeline`` is gone, and again while a SIGTERM has not made the stage
+    unwind (its interrupt was swallowed)."""
     while True:
         if not _state.terminating:
             if ppid > 1 and os.getppid() != ppid:
                 log.warning("parent process %d is gone; stopping", ppid)
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif pipeline is not None and not procs.is_alive(pipeline.pid, pipeline.start):
+                log.warning("dvc process %d is gone; stopping", pipeline.pid)
                 os.kill(os.getpid(), signal.SIGTERM)
         elif time.monotonic() - _state.signalled_at >= REARM_S:
             os.kill(os.getpid(), signal.SIGTERM)  # ignored while it is unwinding
@@ -171,20 +178,26 @@ def stage_watchdog(ppid: int | None = None, interval: float = PARENT_POLL_S) -> 
 
     Sets ``PR_SET_PDEATHSIG`` and runs a watchdog thread that compares the parent pid
     with ``ppid`` (which also covers a parent dying before prctl, and other systems),
-    and repeats a SIGTERM whose interrupt Python swallowed.
+    checks that the DVC process running the stage (if any) is alive, and repeats a
+    SIGTERM whose interrupt Python swallowed.
 
     Args:
         ppid: the parent to outlive no longer; the parent seen at import by default.
             No parent is watched under pid 1 (started by init: there is none to lose).
         interval: seconds between the watchdog's checks.
     """
+    watching_default = ppid is None
     ppid = _START_PPID if ppid is None else ppid
     if ppid > 1:
         set_parent_death_signal(signal.SIGTERM)
+    # DVC runs a stage through `$SHELL -c` (or /bin/sh), and a shell such as dash forks
+    # the command instead of replacing itself: the stage's parent is then the shell,
+    # which outlives a killed DVC. So the DVC process is watched too.
+    pipeline = procs.dvc_ancestor() if watching_default else None
     stop = threading.Event()
     # The first check runs at once: a parent that died before prctl is caught too.
     watcher = threading.Thread(
-        target=_watchdog, args=(ppid, stop, interval), name="stage-watchdog", daemon=True
+        target=_watchdog, args=(ppid, pipeline, stop, interval), name="stage-watchdog", daemon=True
     )
     watcher.start()
     previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
