@@ -328,7 +328,7 @@ def pipeline(args: argparse.Namespace) -> list[list]:
     """Per-stage wall time of the last `dvc repro`, from its MLflow runs; no-op repro time."""
     import mlflow
 
-    from mnistlab.core.tracking import EXPERIMENT, tracking_uri
+    from mnistlab.core.tracking_store import EXPERIMENT, tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(EXPERIMENT)

@@ -18,10 +18,29 @@ from mnistlab.core.models import build_model
 from mnistlab.core.tensors import to_pixels
 
 
-def _adv_steps(model, batches, steps: int, *, adv, warmup: int = 3) -> float:
-    """Images/s of adversarial training steps (crafting + update), after a warm-up."""
+def _step(model, opt, x, y, *, adv, gen: torch.Generator) -> None:
+    """One training step: craft the batch's adversarial images (``adv`` set), update."""
     from mnistlab.train.adversarial import perturb
 
+    if adv is not None:
+        x = perturb(
+            model,
+            x,
+            y,
+            eps=adv.eps,
+            method=adv.method,
+            steps=adv.steps,
+            step_ratio=adv.step_ratio,
+            generator=gen,
+        )
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _adv_steps(model, batches, steps: int, *, adv, warmup: int = 3) -> float:
+    """Images/s of adversarial training steps (crafting + update), after a warm-up."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     model.train()
@@ -29,21 +48,7 @@ def _adv_steps(model, batches, steps: int, *, adv, warmup: int = 3) -> float:
     for i, (x, y) in enumerate(batches):
         if i == warmup:
             n, start = 0, time.perf_counter()
-        if adv is not None:
-            x = perturb(
-                model,
-                x,
-                y,
-                eps=adv.eps,
-                method=adv.method,
-                steps=adv.steps,
-                step_ratio=adv.step_ratio,
-                generator=gen,
-            )
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, x, y, adv=adv, gen=gen)
         n += len(y)
         if i + 1 == warmup + steps:
             break
@@ -75,8 +80,6 @@ def profile_step(args: argparse.Namespace, steps: int = 20) -> list[list]:
     """Where a PGD-training step's time goes (torch.profiler), top operators by CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mnistlab.train.adversarial import perturb
-
     images, labels = load_mnist(_raw(args), "train")
     adv = _params().train_for("cnn_adv").adversarial
     model = build_model("cnn_adv").to(memory_format=torch.channels_last)
@@ -88,20 +91,7 @@ def profile_step(args: argparse.Namespace, steps: int = 20) -> list[list]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             x, y = next(batches)
-            x = perturb(
-                model,
-                x,
-                y,
-                eps=adv.eps,
-                method=adv.method,
-                steps=adv.steps,
-                step_ratio=adv.step_ratio,
-                generator=gen,
-            )
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _step(model, opt, x, y, adv=adv, gen=gen)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
@@ -173,35 +163,16 @@ def occlusion_vs_captum(args: argparse.Namespace) -> list[list]:
     images, labels = load_mnist(raw, "test")
     x, y = to_pixels(images[:10]), labels[:10]
     model, source = _trained("cnn", raw)
-    ours = _best_of(lambda: occlusion_maps(model, x, y, cfg.patch, cfg.stride, cfg.fill))
-    theirs = _best_of(
-        lambda: occlusion_captum(
-            model,
-            x,
-            y,
-            patch=cfg.patch,
-            stride=cfg.stride,
-            fill=cfg.fill,
-            perturbations_per_eval=64,
-        )
-    )
-    maps = occlusion_maps(model, x, y, cfg.patch, cfg.stride, cfg.fill)
-    diff = (
-        (
-            occlusion_to_pixels(maps.logit_drop, patch=cfg.patch, stride=cfg.stride).float()
-            - occlusion_captum(
-                model,
-                x,
-                y,
-                patch=cfg.patch,
-                stride=cfg.stride,
-                fill=cfg.fill,
-                perturbations_per_eval=64,
-            )
-        )
-        .abs()
-        .max()
-    )
+    window = {"patch": cfg.patch, "stride": cfg.stride, "fill": cfg.fill}
+
+    def captum() -> torch.Tensor:
+        return occlusion_captum(model, x, y, **window, perturbations_per_eval=64)
+
+    ours = _best_of(lambda: occlusion_maps(model, x, y, **window))
+    theirs = _best_of(captum)
+    maps = occlusion_maps(model, x, y, **window)
+    ours_pixels = occlusion_to_pixels(maps.logit_drop, patch=cfg.patch, stride=cfg.stride)
+    diff = (ours_pixels.float() - captum()).abs().max()
     return [
         [
             "occlusion vs Captum",

@@ -485,7 +485,61 @@ class Postgres:
 # ----------------------------------------------------------------------------- S3 (moto)
 
 
-class S3Server:
+class _ServerProcess:
+    """A server launched as its own process group, logging to a file: ``start`` launches
+    it and waits until it answers (retrying on a taken port), ``stop`` kills it and
+    removes what it made. Subclasses define ``launch``, ``wait_ready`` and ``_clean_up``.
+    """
+
+    label = "server"
+    proc: subprocess.Popen | None
+    _log: IO[bytes] | None
+
+    def launch(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self) -> str:
+        raise NotImplementedError
+
+    def _clean_up(self) -> None:
+        """Remove what the server wrote (its directory, if this object made it)."""
+
+    def start(self) -> str:
+        """Launch and wait; returns the server's URL (stops everything on failure)."""
+        try:
+            return _launch_with_port_retry(self)
+        except BaseException:
+            self.stop()
+            raise
+
+    def pids(self) -> list[int]:
+        """The server process and its children."""
+        return descendants(self.proc.pid) if self.proc else []
+
+    def stop_server_only(self) -> None:
+        """Kill the server but keep its files."""
+        if self.proc is not None:
+            _kill_group(self.proc)
+
+    def stop(self) -> None:
+        """Kill the server and remove what it made."""
+        try:
+            self.stop_server_only()
+        finally:
+            if self._log is not None:
+                self._log.close()
+            self._clean_up()
+            log.info("%s stopped", self.label)
+
+    def __enter__(self) -> Any:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class S3Server(_ServerProcess):
     """``moto.server`` on 127.0.0.1 and a free port, with ``buckets`` created.
 
     Moto keeps everything in memory; ``tmp_dir`` holds only its log and is removed on stop.
@@ -548,40 +602,11 @@ class S3Server:
         log.info("S3 (moto) up on %s with buckets %s", self.url, ", ".join(self.buckets))
         return self.url
 
-    def start(self) -> str:
-        """Launch and wait; returns the endpoint URL (stops everything on failure)."""
-        try:
-            return _launch_with_port_retry(self)
-        except BaseException:
-            self.stop()
-            raise
+    label = "S3 (moto)"
 
-    def pids(self) -> list[int]:
-        """The moto process and its children."""
-        return descendants(self.proc.pid) if self.proc else []
-
-    def stop_server_only(self) -> None:
-        """Kill the server but keep its directory."""
-        if self.proc is not None:
-            _kill_group(self.proc)
-
-    def stop(self) -> None:
-        """Kill the server and remove its directory."""
-        try:
-            self.stop_server_only()
-        finally:
-            if self._log is not None:
-                self._log.close()
-            if self._owns_dir:
-                shutil.rmtree(self.tmp_dir, ignore_errors=True)
-            log.info("S3 (moto) stopped")
-
-    def __enter__(self) -> S3Server:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _clean_up(self) -> None:
+        if self._owns_dir:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
 def s3_client(endpoint_url: str) -> Any:
@@ -609,7 +634,7 @@ def s3_client(endpoint_url: str) -> Any:
 # ----------------------------------------------------------------------------- MLflow
 
 
-class MlflowServer:
+class MlflowServer(_ServerProcess):
     """``mlflow server`` on 127.0.0.1 and a free port, proxying artifacts to S3.
 
     Args:
@@ -715,40 +740,11 @@ class MlflowServer:
         log.info("mlflow server up on %s (backend %s)", self.url, self.backend_uri)
         return self.url
 
-    def start(self) -> str:
-        """Launch and wait; returns the tracking URI (stops everything on failure)."""
-        try:
-            return _launch_with_port_retry(self)
-        except BaseException:
-            self.stop()
-            raise
+    label = "mlflow server"
 
-    def pids(self) -> list[int]:
-        """The server process and its workers."""
-        return descendants(self.proc.pid) if self.proc else []
-
-    def stop_server_only(self) -> None:
-        """Kill the server but keep its log."""
-        if self.proc is not None:
-            _kill_group(self.proc)
-
-    def stop(self) -> None:
-        """Kill the server and remove its log directory if it made it."""
-        try:
-            self.stop_server_only()
-        finally:
-            if self._log is not None:
-                self._log.close()
-            if self._own_log_dir and self.log_dir is not None:
-                shutil.rmtree(self.log_dir, ignore_errors=True)
-            log.info("mlflow server stopped")
-
-    def __enter__(self) -> MlflowServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _clean_up(self) -> None:
+        if self._own_log_dir and self.log_dir is not None:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the stack

@@ -14,10 +14,10 @@ import importlib
 import logging
 
 from mnistlab.attacks.common.inputs import AttackInputs
-from mnistlab.core.config import ATTACK_FORMS
 from mnistlab.core.outputs import write_outputs
+from mnistlab.core.params_types import ATTACK_FORMS
 from mnistlab.core.runtime import set_seeds, stage_main
-from mnistlab.core.stage import model_stage
+from mnistlab.core.stage import model_stage, torch_sections
 from mnistlab.core.tracking import stage_run
 
 # The one dynamic import; the dependency test formats it with the stage's --form.
@@ -42,13 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--form: unknown attack form {a.form!r}")
     form = importlib.import_module(FORM_PACKAGE.format(form=a.form))
     stage = f"attack@{a.form}-{a.model}"
-    sections = {
-        "seed": p.seed,
-        "device": p.device,
-        "threads": p.threads,
-        f"attacks.{a.form}": getattr(p.attacks, a.form),
-    }
-    with stage_run(stage, sections) as run:
+    section = {f"attacks.{a.form}": getattr(p.attacks, a.form)}
+    with stage_run(stage, torch_sections(p, section)) as run:
         out = form.compute(
             AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device)
         )

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import compare
-from mnistlab.core.config import MODEL_NAMES, load_params
+from mnistlab.core.config import load_params
 from mnistlab.core.outputs import write_outputs
+from mnistlab.core.params_types import MODEL_NAMES
 from mnistlab.core.runtime import parse_args, stage_main
 from mnistlab.core.tracking import stage_run
 

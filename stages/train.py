@@ -8,11 +8,11 @@ training-curve figures. Logs the model to MLflow, registered as mnist-<model>.
 from __future__ import annotations
 
 from mnistlab import train
-from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import save_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import apply_threads, parse_args, resolve_device, set_seeds, stage_main
+from mnistlab.core.runtime import parse_args, set_seeds, stage_main
+from mnistlab.core.stage import torch_sections, torch_setup
 from mnistlab.core.tracking import stage_run
 
 
@@ -28,19 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         rows="CSV of loss/accuracy per step",
         figures="figure directory",
     )
-    params = load_params()
-    apply_threads(params.threads)  # before any torch work
+    params, device = torch_setup()
     cfg = params.train_for(args.model)
-    device = resolve_device(params.device)
     images, labels = load_mnist(args.data, "train")  # MD5-verified before any compute
 
-    sections = {
-        "seed": params.seed,
-        "device": params.device,
-        "threads": params.threads,
-        "train": cfg,
-    }
-    with stage_run(f"train@{args.model}", sections) as run:
+    with stage_run(f"train@{args.model}", torch_sections(params, {"train": cfg})) as run:
         run.log_dataset(args.data, context="training")
         set_seeds(params.seed)
         model, out = train.compute(

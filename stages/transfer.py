@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import transfer
-from mnistlab.core.config import MODEL_NAMES, load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import load_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import apply_threads, parse_args, resolve_device, set_seeds, stage_main
+from mnistlab.core.params_types import MODEL_NAMES
+from mnistlab.core.runtime import parse_args, set_seeds, stage_main
+from mnistlab.core.stage import torch_sections, torch_setup
 from mnistlab.core.tracking import stage_run
 
 
@@ -32,9 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics="metrics JSON",
         figures="figure directory",
     )
-    params = load_params()
-    apply_threads(params.threads)  # before any torch work
-    device = resolve_device(params.device)
+    params, device = torch_setup()
     models = {
         m: load_checkpoint(Path(args.models_dir) / f"{m}.pt", expected=m, device=device)[0]
         for m in MODEL_NAMES
@@ -46,13 +45,9 @@ def main(argv: list[str] | None = None) -> None:
             with np.load(Path(args.arrays_dir) / f"{form}-{m}.npz") as f:
                 arrays[form, m] = dict(f)
 
-    sections = {
-        "seed": params.seed,
-        "device": params.device,
-        "threads": params.threads,
-        "transfer": params.transfer,
-        "attacks.pgd": params.attacks.pgd,
-    }
+    sections = torch_sections(
+        params, {"transfer": params.transfer, "attacks.pgd": params.attacks.pgd}
+    )
     with stage_run("transfer", sections) as run:
         gen = set_seeds(params.seed)
         out = transfer.compute(models, arrays, test, params=params, gen=gen, device=device)

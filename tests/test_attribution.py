@@ -149,7 +149,7 @@ def test_occlusion_matches_naive_loop(tiny_model, digits):
     x, y = digits
     model = tiny_model.double()
     x = x.double()
-    maps = occlusion_maps(model, x, y, 8, 4, 0.5, 7)
+    maps = occlusion_maps(model, x, y, patch=8, stride=4, fill=0.5, batch_size=7)
     prob, logit, pred = _naive_occlusion(model, x, y, 8, 4, 0.5)
     assert maps.maps.shape == (3, 6, 6)
     torch.testing.assert_close(maps.maps, prob, rtol=0, atol=1e-12)
@@ -170,7 +170,7 @@ def test_occlusion_equals_captum(trained, dtype, patch, stride):
     """
     model, x, y = trained
     model = copy.deepcopy(model).to(dtype)  # trained: patches move the logits by units
-    maps = occlusion_maps(model, x.to(dtype), y, patch, stride, 0.5)
+    maps = occlusion_maps(model, x.to(dtype), y, patch=patch, stride=stride, fill=0.5)
     with torch.no_grad():
         scale = float(model(x.to(dtype)).abs().max())
     prob_drop = maps.base_prob[:, None, None] - maps.maps
@@ -336,7 +336,7 @@ def test_figures_render(tiny_model, digits):
     assert len(fig.axes) == 1
     _render(fig)
 
-    maps = occlusion_maps(tiny_model, x, y, 6, 2, 0.5)
+    maps = occlusion_maps(tiny_model, x, y, patch=6, stride=2, fill=0.5)
     fig = visualize_figures.occlusion(x, y, maps)
     assert len(fig.axes) == 3 * 2 + 2 * 2  # input, P(true), logit drop + 2 colorbars each
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]

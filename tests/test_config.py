@@ -9,15 +9,9 @@ import pytest
 import yaml
 
 from helpers.params import params_with, raw_params
-from mnistlab.core.config import (
-    MAX_PARAMS_BYTES,
-    MODEL_NAMES,
-    Params,
-    flatten,
-    load_params,
-    parse_params,
-)
+from mnistlab.core.config import MAX_PARAMS_BYTES, Params, flatten, load_params, parse_params
 from mnistlab.core.errors import ParamsError
+from mnistlab.core.params_types import MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -668,7 +668,7 @@ def test_local_file_of_the_wrong_size_fails_before_copying(tmp_path: Path) -> No
 
 def test_stage_lock_names_the_holder(tmp_path: Path) -> None:
     from mnistlab.core.errors import StageBusyError
-    from mnistlab.core.runtime import lock_path, stage_lock
+    from mnistlab.core.supervision import lock_path, stage_lock
 
     (tmp_path / ".dvc").mkdir()
     with stage_lock("train@cnn", tmp_path) as path:
@@ -709,8 +709,8 @@ def test_watchdog_stops_a_process_whose_parent_dies(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import os, sys, time
-        from mnistlab.core import runtime
-        runtime.set_parent_death_signal = lambda sig=0: False  # watchdog only
+        from mnistlab.core import runtime, supervision
+        supervision.set_parent_death_signal = lambda sig=0: False  # watchdog only
         @runtime.stage_main
         def main(argv=None):
             print(os.getpid(), flush=True)

@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 
 from helpers.params import params_with
-from mnistlab.core import procs, tracking
+from mnistlab.core import procs, tracking, tracking_store
 from mnistlab.core.errors import TrackingError
 
 
 def test_uri_prefers_env_var(tmp_path: Path) -> None:
     env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "DVC_ROOT": str(tmp_path)}
-    assert tracking.tracking_uri(env) == "http://127.0.0.1:5000"
+    assert tracking_store.tracking_uri(env) == "http://127.0.0.1:5000"
 
 
 def test_uri_uses_dvc_root(tmp_path: Path) -> None:
-    uri = tracking.tracking_uri({"DVC_ROOT": str(tmp_path)}, cwd="/")
+    uri = tracking_store.tracking_uri({"DVC_ROOT": str(tmp_path)}, cwd="/")
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
@@ -37,7 +37,9 @@ def test_uri_without_dvc_root_finds_project_root(tmp_path: Path) -> None:
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
-    assert tracking.tracking_uri({}, cwd=nested) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (
+        tracking_store.tracking_uri({}, cwd=nested) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    )
 
 
 def test_numeric_items_flattens_and_filters() -> None:
@@ -68,7 +70,7 @@ def _runs(uri: str):
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    exp = client.get_experiment_by_name(tracking_store.EXPERIMENT)
     return client.search_runs([exp.experiment_id])
 
 
@@ -119,7 +121,7 @@ FAKE_DVC = procs.ProcInfo(pid=999_999, ppid=1, start=12345, argv=("dvc", "repro"
 def under_dvc(store: str, monkeypatch: pytest.MonkeyPatch) -> procs.ProcInfo:
     """Stages in this process behave as if one `dvc` process (FAKE_DVC) ran them."""
     shutil.copy(Path(__file__).parents[1] / "params.yaml", "params.yaml")  # cwd: the store's
-    monkeypatch.setattr(tracking.procs, "dvc_ancestor", lambda pid=None: FAKE_DVC)
+    monkeypatch.setattr(procs, "dvc_ancestor", lambda pid=None: FAKE_DVC)
     return FAKE_DVC
 
 
@@ -145,7 +147,7 @@ def test_stages_of_one_execution_share_one_parent(
     (parent,), children = _by_kind(store)
     assert parent.info.run_name == "exp-one"  # DVC_EXP_NAME names it
     assert sorted(r.info.run_name for r in children) == ["download", "evaluate@cnn", "train@cnn"]
-    assert {r.data.tags[tracking.PARENT_TAG] for r in children} == {parent.info.run_id}
+    assert {r.data.tags[tracking_store.PARENT_TAG] for r in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
     assert parent.info.end_time >= max(r.info.end_time for r in children)
     # the full params.yaml, flattened, and the execution's facts
@@ -156,7 +158,7 @@ def test_stages_of_one_execution_share_one_parent(
     assert parent.data.tags["pid"] == str(FAKE_DVC.pid)
     assert parent.data.tags["git_commit"]
     assert set(parent.data.metrics) == {"seen.download", "seen.train.cnn", "seen.evaluate.cnn"}
-    exp = _client(store).get_experiment_by_name(tracking.EXPERIMENT)
+    exp = _client(store).get_experiment_by_name(tracking_store.EXPERIMENT)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
@@ -182,7 +184,7 @@ def test_another_dvc_process_gets_another_parent(
     with tracking.stage_run("a", {}):
         pass
     other = dataclasses.replace(FAKE_DVC, pid=FAKE_DVC.pid + 1)
-    monkeypatch.setattr(tracking.procs, "dvc_ancestor", lambda pid=None: other)
+    monkeypatch.setattr(procs, "dvc_ancestor", lambda pid=None: other)
     monkeypatch.delenv("DVC_EXP_NAME")
     with tracking.stage_run("a", {}):
         pass
@@ -201,15 +203,15 @@ def test_parent_race_keeps_the_oldest(
     client = _client(store)
     with tracking.stage_run("first", {}) as run:
         rival = run.parent_id
-    monkeypatch.setattr(tracking, "_store_lock", lambda uri: contextlib.nullcontext())
-    real = tracking._Store._parents
+    monkeypatch.setattr(tracking_store, "_store_lock", lambda uri: contextlib.nullcontext())
+    real = tracking_store._Store._parents
     calls = []
 
     def late(self, key):  # the rival's parent is not visible yet at the first look
         calls.append(key)
         return [] if len(calls) == 1 else real(self, key)
 
-    monkeypatch.setattr(tracking._Store, "_parents", late)
+    monkeypatch.setattr(tracking_store._Store, "_parents", late)
     with tracking.stage_run("second", {}) as run:
         assert run.parent_id == rival
     active = [r for r in _runs(store) if r.data.tags.get("run_kind") == "pipeline"]
@@ -224,7 +226,7 @@ PARENT_RACE = """
 import os, sys
 from mnistlab.core import procs, tracking
 fake = procs.ProcInfo(pid=4242, ppid=1, start=7, argv=("dvc", "repro"))
-tracking.procs.dvc_ancestor = lambda pid=None: fake
+procs.dvc_ancestor = lambda pid=None: fake
 os.environ["DVC_STAGE"] = sys.argv[1]
 sys.stdin.read(1)  # released together
 with tracking.stage_run(sys.argv[1], {}) as run:
@@ -281,8 +283,8 @@ sys.exit(subprocess.call(sys.argv[1:]))
 
 SHOW_EXECUTION = """
 import subprocess, sys
-from mnistlab.core import tracking
-ex = tracking.find_execution()
+from mnistlab.core import provenance
+ex = provenance.find_execution()
 print(ex.key if ex else None, ex.name if ex else None, flush=True)
 if len(sys.argv) > 1:  # and once more from a grandchild (a stage's own subprocess)
     subprocess.run([sys.executable, "-c", sys.argv[1]], check=True)
@@ -370,7 +372,7 @@ def test_run_of_a_killed_stage_is_marked_killed_by_the_next(
 def test_a_live_run_of_the_same_stage_is_left_alone(store: str) -> None:
     client = _client(store)
     with tracking.stage_run("train@cnn", {}):
-        exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+        exp = client.get_experiment_by_name(tracking_store.EXPERIMENT)
         # a run whose pid is alive (pytest's parent, as another stage's would be)
         with_live = client.create_run(
             exp.experiment_id,

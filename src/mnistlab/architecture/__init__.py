@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistlab.core.config import IMAGE_SIZE
+from mnistlab.core.params_types import IMAGE_SIZE
 
 COUNTED = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear)
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from mnistlab.attribution import faithfulness, methods, sanity
-from mnistlab.core.config import AttributionParams
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_eval import AttributionParams
 from mnistlab.core.tensors import random_indices, to_pixels
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement
 
 
@@ -84,12 +85,13 @@ def deletion_insertion(
         batch_size: images per forward pass.
 
     Raises:
-        ValueError: shapes disagree, or ``n_steps`` / ``batch_size`` < 1.
+        ValueError: ``x`` is not float ``(B, 1, H, W)``, ``y`` not ``(B,)``, ``attribution``
+            not shaped like ``x``, or ``n_steps`` / ``batch_size`` < 1.
     """
-    if x.ndim != 4 or attribution.shape != x.shape or y.shape != (len(x),):
+    check_inputs(x, y)
+    if attribution.shape != x.shape:
         raise ValueError(
-            f"need x (B, 1, H, W), attribution like x and y (B,); got "
-            f"{tuple(x.shape)}, {tuple(attribution.shape)}, {tuple(y.shape)}"
+            f"attribution must be shaped like x {tuple(x.shape)}, got {tuple(attribution.shape)}"
         )
     if n_steps < 1 or batch_size < 1:
         raise ValueError(f"n_steps and batch_size must be positive, got {n_steps}, {batch_size}")

@@ -39,7 +39,8 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occ
 from torch import nn
 from torch.nn import functional as F
 
-from mnistlab.core.config import IMAGE_SIZE
+from mnistlab.core.params_types import IMAGE_SIZE
+from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement, softmax
 from mnistlab.visualize.occlusion import occlusion_maps, patch_starts
 
@@ -53,12 +54,7 @@ def _prepare(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check shapes, put ``model`` in eval mode, move ``x``/``y`` to its device and dtype."""
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"x must be (B, 1, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be float pixels in [0, 1], got {x.dtype}")
-    if y.shape != (len(x),):
-        raise ValueError(f"y must be ({len(x)},), got {tuple(y.shape)}")
+    check_inputs(x, y)
     model.eval()
     dev, dtype = placement(model)
     return x.detach().to(dev, dtype), y.to(dev, torch.long)
@@ -255,6 +251,6 @@ def occlusion_pixels(
     fill: float = 0.5,
 ) -> torch.Tensor:
     """Occlusion as a per-pixel map: Captum-format average logit drop, ``(B, 1, 28, 28)``."""
-    maps = occlusion_maps(model, x, y, patch, stride, fill)
+    maps = occlusion_maps(model, x, y, patch=patch, stride=stride, fill=fill)
     px = occlusion_to_pixels(maps.logit_drop, patch=patch, stride=stride, size=x.shape[-1])
     return px.to(maps.logits.dtype)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.core.config import IMAGE_SIZE, NUM_CLASSES
 from mnistlab.core.errors import CheckpointError
+from mnistlab.core.params_types import IMAGE_SIZE, NUM_CLASSES
 
 # MNIST training-set pixel statistics (of x / 255).
 MNIST_MEAN = 0.1307

@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import random
-import re
 import signal
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.core import procs
-from mnistlab.core.errors import MnistlabError, ParamsError, StageBusyError, TrackingError
+from mnistlab.core.errors import MnistlabError, ParamsError, TrackingError
+from mnistlab.core.supervision import _state, _terminate, stage_lock, stage_watchdog
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
     import torch
@@ -44,30 +39,15 @@ log = logging.getLogger("mnistlab")
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
-# The parent as early as a stage can see it (this module is imported before any work):
-# the watchdog compares against it, which also covers a parent that dies before prctl.
-_START_PPID = os.getppid()
-PARENT_POLL_S = 1.0
-# Python drops an exception raised where it cannot propagate (a weakref callback, a
-# __del__): a SIGTERM whose KeyboardInterrupt landed there is sent again after this long.
-REARM_S = 2.0
-LOCK_DIR = Path(".dvc") / "tmp" / "mnistlab-locks"
 MAX_REASON = 300  # characters of a foreign error kept in a one-line message
 # Exceptions from these packages are failures of the tracking store, not of the stage.
 TRACKING_PACKAGES = ("mlflow", "sqlalchemy", "sqlite3", "alembic", "botocore", "boto3")
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-class _State:
-    """What the running stage has done so far (one stage per process)."""
-
-    name: str = ""
-    outputs_written: bool = False
-    terminating: bool = False  # a SIGTERM arrived
-    signalled_at: float = 0.0  # when the last KeyboardInterrupt was raised for it
-
-
-_state = _State()
+# The tracking modules: a frame in any of them makes the failure the store's.
+TRACKING_MODULES = (
+    "mnistlab.core.tracking",
+    "mnistlab.core.tracking_store",
+    "mnistlab.core.provenance",
+)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -103,113 +83,6 @@ def one_line(text: str, limit: int = MAX_REASON) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _unwinding() -> bool:
-    """Whether a KeyboardInterrupt is propagating (we are in its finally/__exit__ code)."""
-    exc, seen = sys.exc_info()[1], set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # Unwind like Ctrl-C so context managers clean up temp files and end the MLflow run.
-    # A SIGTERM during that clean-up (parent-death signal and watchdog both firing, or
-    # the watchdog's repeat) must not cut it short, so only one raises at a time.
-    _state.terminating = True
-    if _unwinding():
-        return
-    _state.signalled_at = time.monotonic()
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies.
-
-    Returns:
-        whether the kernel accepted it (``False`` elsewhere than Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        zero = ctypes.c_ulong(0)
-        return libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(int(sig)), zero, zero, zero) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _watchdog(
-    ppid: int, pipeline: procs.ProcInfo | None, stop: threading.Event, interval: float
-) -> None:
-    """SIGTERM this process when its parent is no longer ``ppid`` (when ``ppid`` > 1) or
-    the DVC process ``pipeline`` is gone, and again while a SIGTERM has not made the stage
-    unwind (its interrupt was swallowed)."""
-    while True:
-        if not _state.terminating:
-            if ppid > 1 and os.getppid() != ppid:
-                log.warning("parent process %d is gone; stopping", ppid)
-                os.kill(os.getpid(), signal.SIGTERM)
-            elif pipeline is not None and not procs.is_alive(pipeline.pid, pipeline.start):
-                log.warning("dvc process %d is gone; stopping", pipeline.pid)
-                os.kill(os.getpid(), signal.SIGTERM)
-        elif time.monotonic() - _state.signalled_at >= REARM_S:
-            os.kill(os.getpid(), signal.SIGTERM)  # ignored while it is unwinding
-        if stop.wait(interval):
-            return
-
-
-def _unraisable(info: Any) -> None:
-    """Python's hook for exceptions it cannot raise (in a weakref callback, a __del__):
-    one of our interrupts landed there, so have the watchdog send it again at once."""
-    if isinstance(info.exc_value, KeyboardInterrupt) and _state.terminating:
-        _state.signalled_at = 0.0
-        return
-    sys.__unraisablehook__(info)
-
-
-@contextlib.contextmanager
-def stage_watchdog(ppid: int | None = None, interval: float = PARENT_POLL_S) -> Iterator[None]:
-    """Terminate (SIGTERM, handled like Ctrl-C) when the parent process goes away.
-
-    Sets ``PR_SET_PDEATHSIG`` and runs a watchdog thread that compares the parent pid
-    with ``ppid`` (which also covers a parent dying before prctl, and other systems),
-    checks that the DVC process running the stage (if any) is alive, and repeats a
-    SIGTERM whose interrupt Python swallowed.
-
-    Args:
-        ppid: the parent to outlive no longer; the parent seen at import by default.
-            No parent is watched under pid 1 (started by init: there is none to lose).
-        interval: seconds between the watchdog's checks.
-    """
-    watching_default = ppid is None
-    ppid = _START_PPID if ppid is None else ppid
-    if ppid > 1:
-        set_parent_death_signal(signal.SIGTERM)
-    # DVC runs a stage through `$SHELL -c` (or /bin/sh), and a shell such as dash forks
-    # the command instead of replacing itself: the stage's parent is then the shell,
-    # which outlives a killed DVC. So the DVC process is watched too.
-    pipeline = procs.dvc_ancestor() if watching_default else None
-    stop = threading.Event()
-    # The first check runs at once: a parent that died before prctl is caught too.
-    watcher = threading.Thread(
-        target=_watchdog, args=(ppid, pipeline, stop, interval), name="stage-watchdog", daemon=True
-    )
-    watcher.start()
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
-    try:
-        yield
-    finally:
-        stop.set()
-        sys.unraisablehook = previous_hook
-        if ppid > 1:
-            set_parent_death_signal(0)  # in-process callers (tests) keep their behaviour
-
-
 def stage_name(fn: Callable[..., Any], argv: list[str] | None = None) -> str:
     """The stage's DVC name: ``DVC_STAGE``, else built like DVC's (``attack@fgsm-cnn``).
 
@@ -233,58 +106,6 @@ def stage_name(fn: Callable[..., Any], argv: list[str] | None = None) -> str:
     return f"{base}@{'-'.join(values)}" if values else base
 
 
-def lock_path(name: str, root: str | Path | None = None) -> Path:
-    """The lock file of stage ``name`` in the workspace ``root`` (its outputs' home).
-
-    ``<root>/.dvc/tmp/mnistlab-locks/<name>.lock`` in a DVC workspace. The root is
-    where the outputs are written (the current project), not ``DVC_ROOT``: queued
-    experiments run in their own copies and may run the same stage at once.
-    """
-    from mnistlab.core.tracking import find_root
-
-    root = Path(root) if root is not None else find_root()
-    safe = re.sub(r"[^A-Za-z0-9@._-]", "_", name)
-    if (root / ".dvc").is_dir():
-        return root / LOCK_DIR / f"{safe}.lock"
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "mnistlab-locks" / f"{digest}-{safe}.lock"
-
-
-@contextlib.contextmanager
-def stage_lock(name: str, root: str | Path | None = None) -> Iterator[Path]:
-    """Hold the stage's exclusive lock (``flock``) while the body runs.
-
-    Raises:
-        StageBusyError: another live process holds it; the message names its pid.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): run unlocked
-        yield Path(os.devnull)
-        return
-    path = lock_path(name, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StageBusyError(
-                f"{name}: already running in pid {holder}, writing the same outputs; "
-                f"wait for it to finish or stop it (lock {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def _package_dirs() -> list[str]:
     dirs = []
     for name in TRACKING_PACKAGES:
@@ -298,8 +119,7 @@ def is_tracking_failure(err: BaseException) -> bool:
     """Whether ``err`` came from the MLflow store (its type or any frame it passed)."""
     if isinstance(err, TrackingError) or type(err).__module__.split(".")[0] in TRACKING_PACKAGES:
         return True
-    tracking = sys.modules.get("mnistlab.core.tracking")
-    files = [getattr(tracking, "__file__", None) or "<none>"]
+    files = [getattr(sys.modules.get(m), "__file__", None) or "<none>" for m in TRACKING_MODULES]
     prefixes = _package_dirs()
     tb = err.__traceback__
     while tb is not None:

@@ -4,6 +4,9 @@ Parse ``--model``, ``--data``, ``--checkpoint`` and the stage's own options (pat
 from ``dvc.yaml``), validate params, pick the device, load the checkpoint (checked
 against ``--model``) and the MD5-verified MNIST test split: all of it before the
 stage's MLflow run opens, so a bad input fails in one line and changes nothing.
+
+Every torch stage (per-model or not) starts with :func:`torch_setup` and logs
+:func:`torch_sections` with its run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ class ModelStage:
     labels: Tensor  # int64 (N,)
 
 
+def torch_setup() -> tuple[Params, torch.device]:
+    """Validated params, torch's thread pools sized from them (before any torch work), and
+    the resolved device."""
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    return params, resolve_device(params.device)
+
+
+def torch_sections(params: Params, sections: dict[str, Any]) -> dict[str, Any]:
+    """The params a torch stage's run logs: ``seed``, ``device``, ``threads``, then its own
+    ``sections`` (``{key: value}``, e.g. ``{"train": cfg}``)."""
+    return {"seed": params.seed, "device": params.device, "threads": params.threads, **sections}
+
+
 def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> ModelStage:
     """Everything a per-model stage needs before it computes.
 
@@ -51,9 +68,7 @@ def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> Mode
         checkpoint="checkpoint file",
         **options,
     )
-    params = load_params()
-    apply_threads(params.threads)  # before any torch work
-    device = resolve_device(params.device)
+    params, device = torch_setup()
     model, _ = load_checkpoint(args.checkpoint, expected=args.model, device=device)
     images, labels = load_mnist(args.data, "test")  # MD5-verified before any compute
     return ModelStage(args, params, device, model, images, labels)
@@ -85,8 +100,7 @@ def run_model_stage(
     s = model_stage(doc, argv, **outputs)
     p, a = s.params, s.args
     cfg = getattr(p, stage)
-    sections = {"seed": p.seed, "device": p.device, "threads": p.threads, stage: cfg}
-    with stage_run(f"{stage}@{a.model}", sections) as run:
+    with stage_run(f"{stage}@{a.model}", torch_sections(p, {stage: cfg})) as run:
         if link_model:
             run.log_dataset(a.data, context="evaluation")
             run.use_model(a.checkpoint)  # test metrics are linked to the model train logged

@@ -25,6 +25,37 @@ def as_pixels(images: Tensor) -> Tensor:
     return to_pixels(images) if images.dtype == torch.uint8 else images.float()
 
 
+def check_inputs(
+    x: Tensor,
+    y: Tensor,
+    *,
+    size: int | None = None,
+    names: tuple[str, str] = ("x", "y"),
+    batch: str = "B",
+) -> None:
+    """Check a batch of float pixels ``x`` ``(B, 1, H, W)`` and its classes ``y`` ``(B,)``.
+
+    Args:
+        x: float pixels in [0, 1], ``(B, 1, H, W)``.
+        y: one class per image, ``(B,)``.
+        size: the required ``H`` and ``W`` (None: any).
+        names: what the error messages call ``x`` and ``y``.
+        batch: what the error messages call ``B``.
+
+    Raises:
+        ValueError: ``x`` is not ``(B, 1, H, W)`` (``H = W = size`` when given) or not
+            floating point, or ``y`` is not ``(B,)``.
+    """
+    x_name, y_name = names
+    side = "H, W" if size is None else f"{size}, {size}"
+    if x.ndim != 4 or x.shape[1] != 1 or (size is not None and x.shape[2:] != (size, size)):
+        raise ValueError(f"{x_name} must be ({batch}, 1, {side}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{x_name} must be float pixels in [0, 1], got {x.dtype}")
+    if y.shape != (len(x),):
+        raise ValueError(f"{y_name} must be ({len(x)},), got {tuple(y.shape)}")
+
+
 def batches(n: int, batch_size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``batch_size`` covering ``range(n)``."""
     for start in range(0, n, batch_size):
@@ -114,12 +145,12 @@ def per_image(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def project(adv: Tensor, x: Tensor, eps: Tensor) -> Tensor:
+def project(adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     """Onto the L-inf ball of radius ``eps`` around ``x``, then onto [0, 1].
 
     Args:
         adv, x: ``(B, 1, 28, 28)``.
-        eps: ``(B, 1, 1, 1)`` (or anything broadcastable, e.g. a float tensor).
+        eps: a float, or ``(B, 1, 1, 1)`` (anything broadcastable against ``x``).
     """
     return torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp_(0, 1)
 

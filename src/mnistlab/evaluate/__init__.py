@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.core.config import NUM_CLASSES, EvaluateParams
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_eval import EvaluateParams
+from mnistlab.core.params_types import NUM_CLASSES
 from mnistlab.core.tensors import predict_logits, random_indices
 
 log = logging.getLogger(__name__)

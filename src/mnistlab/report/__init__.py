@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core.config import MODEL_NAMES
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.figures import FIGURES
+from mnistlab.core.params_types import MODEL_NAMES
 
 # What the reference course report measured (EE6132 assignment 2, 2019).
 REFERENCE = {

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mnistlab.core.config import TrainParams
 from mnistlab.core.errors import TrainingError
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_train import TrainParams
 from mnistlab.core.tensors import batches, loss_and_accuracy, predict_logits, to_pixels
 from mnistlab.train import adversarial
 

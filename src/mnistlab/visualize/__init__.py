@@ -12,8 +12,8 @@ import logging
 import torch
 from torch import nn
 
-from mnistlab.core.config import VisualizeParams
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_eval import VisualizeParams
 from mnistlab.core.tensors import random_indices, to_pixels
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,13 @@ def compute(
     acts = features.activations(model, act_image)
     occ_x, occ_y = to_pixels(images[idx[1:]]).to(device), labels[idx[1:]].to(device)
     occ = occlusion.occlusion_maps(
-        model, occ_x, occ_y, occ_cfg.patch, occ_cfg.stride, occ_cfg.fill, occ_cfg.batch_size
+        model,
+        occ_x,
+        occ_y,
+        patch=occ_cfg.patch,
+        stride=occ_cfg.stride,
+        fill=occ_cfg.fill,
+        batch_size=occ_cfg.batch_size,
     )
     per_image = [
         {

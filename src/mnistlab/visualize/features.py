@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistlab.core.config import IMAGE_SIZE
+from mnistlab.core.params_types import IMAGE_SIZE
 from mnistlab.core.tensors import random_indices
 
 

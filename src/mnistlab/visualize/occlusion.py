@@ -13,7 +13,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from mnistlab.core.config import IMAGE_SIZE
+from mnistlab.core.params_types import IMAGE_SIZE
+from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement, softmax
 
 
@@ -92,12 +93,8 @@ def occlusion_masks(patch: int, stride: int, size: int = IMAGE_SIZE) -> torch.Te
 
 
 def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"images must be (N, 1, 28, 28), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be float pixels in [0, 1], got {images.dtype}")
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels must be ({len(images)},), got {tuple(labels.shape)}")
+    """Float pixels ``(N, 1, 28, 28)`` and labels ``(N,)``, else ``ValueError``."""
+    check_inputs(images, labels, size=IMAGE_SIZE, names=("images", "labels"), batch="N")
 
 
 def _result(
@@ -139,6 +136,7 @@ def occlusion_maps(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
+    *,
     patch: int = 6,
     stride: int = 1,
     fill: float = 0.5,
@@ -212,6 +210,7 @@ def occlusion_maps_naive(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
+    *,
     patch: int = 6,
     stride: int = 1,
     fill: float = 0.5,

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from mnistlab.attacks.common.ascent import adam_ascent, rand, sq_norm, target_objective
 from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.selection import mean
-from mnistlab.core.config import NUM_CLASSES
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_types import NUM_CLASSES
 from mnistlab.core.tensors import frozen, generator, model_device
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mnistlab.attacks.common.ascent import loss_grad, rand
-from mnistlab.core.tensors import batches, frozen, predict
+from mnistlab.core.tensors import batches, frozen, predict, project
 
 Attack = Callable[[Tensor, Tensor, float], Tensor]  # (x, y, eps) -> x_adv
 
@@ -29,11 +29,6 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, batch_size: int 
             _, grad = loss_grad(model, x[s], y[s])
             out[s] = (x[s] + eps * grad.sign()).clamp_(0, 1)
     return out
-
-
-def _project(adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Onto the L-inf ball of radius ``eps`` around ``x``, then onto [0, 1]."""
-    return torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp_(0, 1)
 
 
 def _pgd_start(x: Tensor, eps: float, random_start: bool, gen: torch.Generator | None) -> Tensor:
@@ -85,7 +80,7 @@ def pgd(
                     active, grad = active[still], grad[still]
                     if not len(active):
                         break
-                adv[active] = _project(adv[active] + step_size * grad.sign(), x[active], eps)
+                adv[active] = project(adv[active] + step_size * grad.sign(), x[active], eps)
     return adv
 
 
@@ -100,29 +95,15 @@ def fgsm_attack(model: nn.Module, *, batch_size: int = 500) -> Attack:
     return lambda x, y, eps: fgsm(model, x, y, eps=eps, batch_size=batch_size)
 
 
-def pgd_attack(
-    model: nn.Module,
-    *,
-    steps: int,
-    step_ratio: float,
-    random_start: bool,
-    early_stop: bool,
-    gen: torch.Generator | None,
-    batch_size: int = 500,
-) -> Attack:
-    """PGD with ``step_size = step_ratio * eps`` as an ``(x, y, eps) -> x_adv`` callable."""
-    return lambda x, y, eps: pgd(
-        model,
-        x,
-        y,
-        eps=eps,
-        steps=steps,
-        step_size=step_ratio * eps,
-        random_start=random_start,
-        early_stop=early_stop,
-        gen=gen,
-        batch_size=batch_size,
-    )
+def pgd_attack(model: nn.Module, *, step_ratio: float, **settings: Any) -> Attack:
+    """PGD with ``step_size = step_ratio * eps`` as an ``(x, y, eps) -> x_adv`` callable.
+
+    Args:
+        step_ratio: each call's step size as a fraction of its ``eps``.
+        settings: :func:`pgd`'s other keyword arguments (``steps``, ``random_start``,
+            ``early_stop``, ``gen``, ``batch_size``), the same for every call.
+    """
+    return lambda x, y, eps: pgd(model, x, y, eps=eps, step_size=step_ratio * eps, **settings)
 
 
 def robustness_curve(

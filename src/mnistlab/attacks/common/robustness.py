@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mnistlab.attacks.common import figures
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import Attack, robustness_curve
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_attacks import FGSMParams, PGDParams
 from mnistlab.core.tensors import random_indices, to_pixels
 
 
@@ -22,20 +24,23 @@ def seeded_test_subset(
 
 
 def curve_outputs(
-    model: nn.Module,
-    test: tuple[Tensor, Tensor],
-    *,
-    name: str,
-    attack: Attack,
-    eps: list[float],
-    n_images: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device | str,
+    inp: AttackInputs, cfg: FGSMParams | PGDParams, *, name: str, attack: Attack
 ) -> StageOutputs:
-    """Robust accuracy of ``model`` under ``attack`` at every eps, as stage outputs."""
-    idx, x, y = seeded_test_subset(test, n=n_images, seed=seed, device=device)
-    curve = robustness_curve(model, x, y, eps_grid=eps, attack=attack, batch_size=batch_size)
+    """Robust accuracy of the model under ``attack`` at every eps, as stage outputs.
+
+    Args:
+        inp: the stage's model, test split, params (``seed``) and device.
+        cfg: the form's params: ``eps`` grid, ``n_images``, ``batch_size``.
+        name: the attack's name in the figure.
+        attack: ``(x, y, eps) -> x_adv``.
+    """
+    eps = cfg.eps
+    idx, x, y = seeded_test_subset(
+        inp.test, n=cfg.n_images, seed=inp.params.seed, device=inp.device
+    )
+    curve = robustness_curve(
+        inp.model, x, y, eps_grid=eps, attack=attack, batch_size=cfg.batch_size
+    )
     metrics = {
         "n_images": len(y),
         "robust_accuracy": {f"{c['eps']:g}": c["robust_accuracy"] for c in curve},

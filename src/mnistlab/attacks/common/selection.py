@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mnistlab.core.config import NUM_CLASSES
+from mnistlab.core.params_types import NUM_CLASSES
 from mnistlab.core.tensors import as_pixels, generator, model_device, predict
 
 

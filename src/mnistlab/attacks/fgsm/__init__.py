@@ -10,16 +10,6 @@ from mnistlab.core.outputs import StageOutputs
 
 def compute(inp: AttackInputs) -> StageOutputs:
     """The ``attack@fgsm-<model>`` stage: robust accuracy at every eps of the grid."""
-    model, test, params, device = inp.model, inp.test, inp.params, inp.device
-    cfg = params.attacks.fgsm
-    return curve_outputs(
-        model,
-        test,
-        name="FGSM",
-        attack=fgsm_attack(model, batch_size=cfg.batch_size),
-        eps=cfg.eps,
-        n_images=cfg.n_images,
-        batch_size=cfg.batch_size,
-        seed=params.seed,
-        device=device,
-    )
+    cfg = inp.params.attacks.fgsm
+    attack = fgsm_attack(inp.model, batch_size=cfg.batch_size)
+    return curve_outputs(inp, cfg, name="FGSM", attack=attack)

@@ -2,12 +2,14 @@
 APGD-DLR (Croce & Hein 2020) on what PGD left standing; an image is robust only if it
 survives every attack and restart. Plus the smallest eps that flips each image.
 
-The attacks themselves are in :mod:`.apgd`; figures in :mod:`.figures`.
+The attacks themselves are in :mod:`.apgd` (one APGD run in :mod:`.autopgd`, the ensemble
+in :mod:`.ensemble`, the minimal-eps search in :mod:`.min_eps`); figures in :mod:`.figures`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,11 +19,22 @@ from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import pgd
 from mnistlab.attacks.common.robustness import seeded_test_subset
 from mnistlab.attacks.strong.apgd import minimal_eps, strong_attack, strong_attack_fn
-from mnistlab.core.config import StrongParams
 from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.params_attacks import StrongParams
 from mnistlab.core.tensors import predict
 
 log = logging.getLogger(__name__)
+
+
+def _ensemble_settings(cfg: StrongParams, gen: torch.Generator) -> dict[str, Any]:
+    """The APGD ensemble's keyword arguments from the ``attacks.strong`` params."""
+    return dict(
+        n_iter=cfg.n_iter,
+        n_restarts=cfg.n_restarts,
+        n_targets=cfg.n_targets,
+        batch_size=cfg.batch_size,
+        generator=gen,
+    )
 
 
 def worst_case(
@@ -53,17 +66,7 @@ def worst_case(
         batch_size=cfg.batch_size,
     )
     pgd_ok = clean & (predict(model, x_pgd) == y)
-    res = strong_attack(
-        model,
-        x[pgd_ok],
-        y[pgd_ok],
-        eps=eps,
-        n_iter=cfg.n_iter,
-        n_restarts=cfg.n_restarts,
-        n_targets=cfg.n_targets,
-        batch_size=cfg.batch_size,
-        generator=gen,
-    )
+    res = strong_attack(model, x[pgd_ok], y[pgd_ok], eps=eps, **_ensemble_settings(cfg, gen))
     ce, strong = torch.zeros_like(clean), torch.zeros_like(clean)
     ce[pgd_ok], strong[pgd_ok] = res.robust_by_attack["apgd_ce"], res.robust
     return {"clean": clean, "pgd": pgd_ok, "apgd_ce": ce, "strong": strong}
@@ -103,14 +106,7 @@ def compute(inp: AttackInputs) -> StageOutputs:
             row["strong_accuracy"],
         )
     m = cfg.min_eps
-    attack = strong_attack_fn(
-        model,
-        generator=gen,
-        n_iter=cfg.n_iter,
-        n_restarts=cfg.n_restarts,
-        n_targets=cfg.n_targets,
-        batch_size=cfg.batch_size,
-    )
+    attack = strong_attack_fn(model, **_ensemble_settings(cfg, gen))
     eps_min = (
         minimal_eps(model, x[: m.n_images], y[: m.n_images], attack=attack, hi=m.hi, tol=m.tol)
         .cpu()
