@@ -339,8 +339,8 @@ def pipeline(args: argparse.Namespace) -> list[list]:
         order_by=["attributes.start_time DESC"],
     )
     latest: dict[str, object] = {}
-    for r in runs:
-        if "dvc_exp_name" not in r.data.tags:
+    for r in runs:  # the stage runs of plain `dvc repro`s (not experiments, not parents)
+        if "dvc_exp_name" not in r.data.tags and r.data.tags.get("run_kind") != "pipeline":
             latest.setdefault(r.info.run_name, r)
     rows = []
     total = 0.0
@@ -364,6 +364,20 @@ def pipeline(args: argparse.Namespace) -> list[list]:
             "MLflow set-up and DVC's own bookkeeping",
         ]
     )
+    startups = sorted(
+        float(r.data.tags["startup_seconds"]) for r in ordered if "startup_seconds" in r.data.tags
+    )
+    if startups:
+        rows.append(
+            [
+                "repro stage start-up",
+                "seconds from process start to its MLflow run open (median; max)",
+                f"{startups[len(startups) // 2]:.2f}",
+                "",
+                f"{startups[-1]:.2f}",
+                "imports (torch, mlflow), params, data and checkpoint checks, store set-up",
+            ]
+        )
     noop = min(_timed(["dvc", "repro"]) for _ in range(2))
     rows.append(["no-op dvc repro", "seconds when nothing changed", f"{noop:.1f}", "", "", ""])
     return rows

@@ -1,0 +1,178 @@
+"""README's results table, rendered from the committed metrics.
+
+`python -m ops.results` prints the table that README.md's "Results at the default
+params" section holds between its two marker comments; `python -m ops.results --write`
+puts it there. `tests/test_results.py` fails when the README's table and the metrics in
+`metrics/` disagree, so the numbers a reader sees are the ones `dvc repro` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MODELS = ("cnn", "cnn_bn", "cnn_adv")
+BEGIN = "<!-- results: begin (python -m ops.results --write) -->"
+END = "<!-- results: end -->"
+REFERENCE = {  # the course report's own figures, for the last column
+    "test accuracy": "97.96% / 99.23% / -",
+    "parameters / neurons": "799,078 / 574",
+    "class images from noise: success (mean confidence)": "100% (100%)",
+    "targeted attack / learned noise: success": "100% / 100%",
+    "training time": 'BN "about 2x"',
+}
+Metrics = dict[str, Any]
+
+
+def _load(root: Path, rel: str) -> Metrics | None:
+    path = root / "metrics" / rel
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _pct2(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _num(v: float | None, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _at(d: Metrics | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _others_read_class_images(transfer: Metrics | None, model: str) -> float | None:
+    """Mean rate at which the other models call ``model``'s class images the intended class."""
+    rates = _at(transfer, "success", "class_model", model)
+    if not isinstance(rates, dict):
+        return None
+    others = [v for dst, v in rates.items() if dst != model]
+    return sum(others) / len(others) if others else None
+
+
+def _rows(root: Path) -> list[tuple[str, Callable[[str], str]]]:
+    def m(rel: str) -> Callable[[str], Metrics | None]:
+        return lambda model: _load(root, rel.format(model=model))
+
+    ev, tr, ar = m("evaluate/{model}.json"), m("train/{model}.json"), m("architecture/{model}.json")
+    cm, tg, nz = (m(f"attack/{f}-{{model}}.json") for f in ("class_model", "targeted", "noise"))
+    pgd, strong = m("attack/pgd-{model}.json"), m("attack/strong-{model}.json")
+    attr = m("attribution/{model}.json")
+    transfer = _load(root, "transfer.json")
+
+    def eps_pair(d: Metrics | None, *keys: str) -> str:
+        return " / ".join(_pct(_at(d, *keys, e)) for e in ("0.1", "0.3"))
+
+    def min_eps(model: str) -> str:
+        q = _at(strong(model), "min_eps")
+        if not q:
+            return "-"
+        return f"{_num(q.get('median'))} [{_num(q.get('q1'))}, {_num(q.get('q3'))}]"
+
+    def deletion(model: str) -> str:
+        d = attr(model)
+        best = _at(d, "best_method")
+        if best is None:
+            return "-"
+        auc = _at(d, "deletion_auc")
+        return f"{best}: {_num(auc[best])} vs random {_num(auc['random'])}"
+
+    def sanity_fails(model: str) -> str:
+        passes = _at(attr(model), "sanity_passes")
+        if passes is None:
+            return "-"
+        failed = [k for k, ok in passes.items() if not ok]
+        return ", ".join(failed) if failed else "none"
+
+    def arch(model: str) -> str:
+        d = ar(model)
+        return "-" if d is None else f"{d['total_params']:,} / {d['total_neurons']:,}"
+
+    def seconds(model: str) -> str:
+        s = _at(tr(model), "train_seconds")
+        epochs = _at(tr(model), "seconds_per_epoch")
+        return "-" if s is None else f"{s:.0f} s ({len(epochs)} epochs)"
+
+    return [
+        ("test accuracy", lambda k: _pct2(_at(ev(k), "test_accuracy"))),
+        ("training time", seconds),
+        ("parameters / neurons", arch),
+        (
+            "class images from noise: success (mean confidence)",
+            lambda k: f"{_pct(_at(cm(k), 'success_rate'))} ({_pct(_at(cm(k), 'mean_confidence'))})",
+        ),
+        (
+            "targeted attack / learned noise: success",
+            lambda k: f"{_pct(_at(tg(k), 'success_rate'))} / {_pct(_at(nz(k), 'success_rate'))}",
+        ),
+        ("PGD-40 robust accuracy, eps 0.1 / 0.3", lambda k: eps_pair(pgd(k), "robust_accuracy")),
+        (
+            "strong ensemble robust accuracy, eps 0.1 / 0.3",
+            lambda k: eps_pair(strong(k), "robust_accuracy", "strong"),
+        ),
+        (
+            "gap PGD-40 minus strong, eps 0.1 / 0.3",
+            lambda k: eps_pair(strong(k), "robust_accuracy", "gap"),
+        ),
+        ("smallest eps that flips an image: median [q1, q3]", min_eps),
+        (
+            "its class images read as intended by the other two models",
+            lambda k: _pct(_others_read_class_images(transfer, k)),
+        ),
+        ("deletion AUC, best method vs random order (lower is better)", deletion),
+        ("attribution methods failing the sanity check", sanity_fails),
+    ]
+
+
+def table(root: Path) -> str:
+    """The markdown table of headline numbers from ``root/metrics``."""
+    head = "| | " + " | ".join(f"`{k}`" for k in MODELS) + " | reference report |"
+    lines = [head, "| --- |" + " ---: |" * len(MODELS) + " ---: |"]
+    for label, cell in _rows(root):
+        cells = " | ".join(cell(k) for k in MODELS)
+        lines.append(f"| {label} | {cells} | {REFERENCE.get(label, 'not studied')} |")
+    return "\n".join(lines)
+
+
+def readme_table(readme: str) -> str:
+    """The table between README's markers.
+
+    Raises:
+        ValueError: a marker is missing.
+    """
+    if BEGIN not in readme or END not in readme:
+        raise ValueError(f"README.md lacks the markers {BEGIN!r} and {END!r}")
+    return readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    args = parser.parse_args(argv)
+    text = table(args.root)
+    if not args.write:
+        sys.stdout.write(text + "\n")
+        return 0
+    path = args.root / "README.md"
+    readme = path.read_text()
+    readme_table(readme)  # both markers are there
+    head, rest = readme.split(BEGIN, 1)
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""README's results table is the one the committed metrics give (ops/results.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from ops import results
+
+
+def _write(root: Path, rel: str, data: dict) -> None:
+    path = root / "metrics" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
+    _write(tmp_path, "evaluate/cnn_adv.json", {"test_accuracy": 0.98751})
+    _write(
+        tmp_path,
+        "attack/strong-cnn_adv.json",
+        {
+            "robust_accuracy": {"strong": {"0.1": 0.95, "0.3": 0.871}, "gap": {"0.3": 0.02}},
+            "min_eps": {"q1": 0.25, "median": 0.3125, "q3": None},
+        },
+    )
+    _write(
+        tmp_path,
+        "transfer.json",
+        {"success": {"class_model": {"cnn_adv": {"cnn": 0.8, "cnn_bn": 0.6, "cnn_adv": 1.0}}}},
+    )
+    _write(
+        tmp_path,
+        "attribution/cnn.json",
+        {
+            "best_method": "saliency",
+            "deletion_auc": {"saliency": 0.1, "random": 0.4},
+            "sanity_passes": {"saliency": True, "integrated_gradients": False},
+        },
+    )
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in results.table(tmp_path).split("\n")}
+    assert rows["test accuracy"].split(" | ")[1:4] == ["-", "-", "98.75%"]
+    strong = rows["strong ensemble robust accuracy, eps 0.1 / 0.3"].split(" | ")
+    assert strong[3] == "95.0% / 87.1%" and strong[1] == "- / -"
+    assert rows["gap PGD-40 minus strong, eps 0.1 / 0.3"].split(" | ")[3] == "- / 2.0%"
+    flips = rows["smallest eps that flips an image: median [q1, q3]"].split(" | ")[3]
+    assert flips == "0.312 [0.250, -]"  # q3 null: a quarter of the images never flipped
+    # the other two models, not the model itself: (0.8 + 0.6) / 2
+    read = rows["its class images read as intended by the other two models"].split(" | ")
+    assert read[3] == "70.0%"
+    deletion = rows["deletion AUC, best method vs random order (lower is better)"].split(" | ")
+    assert deletion[1] == "saliency: 0.100 vs random 0.400"
+    assert rows["attribution methods failing the sanity check"].split(" | ")[1] == (
+        "integrated_gradients"
+    )
+
+
+def test_readme_without_markers_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="lacks the markers"):
+        results.readme_table("# a README with no table\n")
+
+
+def test_readme_shows_the_committed_metrics() -> None:
+    """Regenerate with `python -m ops.results --write` after `dvc repro`."""
+    readme = (REPO / "README.md").read_text()
+    assert results.readme_table(readme) == results.table(REPO)
+
+
+def test_write_replaces_only_the_table_and_is_idempotent(tmp_path: Path) -> None:
+    _write(tmp_path, "evaluate/cnn.json", {"test_accuracy": 0.99})
+    readme = f"# title\n\n{results.BEGIN}\nold table\n{results.END}\n\nprose after\n"
+    (tmp_path / "README.md").write_text(readme)
+    assert results.main(["--root", str(tmp_path), "--write"]) == 0
+    once = (tmp_path / "README.md").read_text()
+    assert once.startswith("# title\n\n") and once.endswith(f"{results.END}\n\nprose after\n")
+    assert "old table" not in once and "| test accuracy | 99.00% |" in once
+    results.main(["--root", str(tmp_path), "--write"])
+    assert (tmp_path / "README.md").read_text() == once
