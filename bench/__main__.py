@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from bench import parallel, report, robust
 from bench.cases import CASES as BASE_CASES
@@ -24,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="BENCHMARKS.md")
     parser.add_argument("--data", default=None, help="raw MNIST dir (default: data/MNIST/raw)")
     args = parser.parse_args(argv)
+    # `dvc` and the stages' `python` must be this environment's, as under `make`'s venv.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     rows = report.load_rows(args.out)
     for name in args.only or list(CASES):

@@ -185,9 +185,69 @@ def occlusion_vs_captum(args: argparse.Namespace) -> list[list]:
     ]
 
 
+def art_apgd(args: argparse.Namespace, n: int = 500, eps: float = 0.1) -> list[list]:
+    """Our APGD-CE against the Adversarial Robustness Toolbox's on the pipeline's models.
+
+    An accuracy check, not a speed race: the same algorithm in two independent codes
+    should leave the same robust accuracy (within a point); ours is the ``ours`` column.
+    """
+    import numpy as np
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    from mnistlab.attacks.strong.apgd import apgd, strong_attack
+    from mnistlab.core.tensors import predict
+
+    raw = _raw(args)
+    images, labels = load_mnist(raw, "test")
+    x, y = to_pixels(images[:n]), labels[:n]
+    n_iter = _params().attacks.strong.n_iter
+    rows = []
+    for name in ("cnn", "cnn_bn"):
+        model, source = _trained(name, raw)
+        gen = torch.Generator().manual_seed(0)
+        ours = apgd(model, x, y, eps=eps, n_iter=n_iter, generator=gen)
+        ours_acc = float((predict(model, ours) == y).float().mean())
+        ensemble = strong_attack(model, x, y, eps=eps, n_iter=n_iter, generator=gen)
+        clf = PyTorchClassifier(
+            model=model,
+            loss=torch.nn.CrossEntropyLoss(),
+            input_shape=(1, 28, 28),
+            nb_classes=10,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
+        attack = AutoProjectedGradientDescent(
+            clf,
+            norm=np.inf,
+            eps=eps,
+            eps_step=2 * eps,
+            max_iter=n_iter,
+            nb_random_init=1,
+            batch_size=250,
+            loss_type="cross_entropy",
+            verbose=False,
+        )
+        theirs = attack.generate(x.numpy(), y=y.numpy())
+        theirs_acc = float((clf.predict(theirs).argmax(1) == y.numpy()).mean())
+        rows.append(
+            [
+                f"APGD-CE vs ART {name} eps {eps:g}",
+                f"robust accuracy ({n} images, {n_iter} iterations)",
+                f"{ours_acc:.1%}",
+                f"{theirs_acc:.1%}",
+                f"{100 * (ours_acc - theirs_acc):+.1f} pt",
+                f"ART AutoProjectedGradientDescent (cross-entropy); our full ensemble "
+                f"{ensemble.robust_accuracy:.1%}; {source}",
+            ]
+        )
+    return rows
+
+
 CASES = {
     "adversarial_training": adversarial_training,
     "profile_step": profile_step,
     "strong_attack": strong_attack,
     "occlusion_vs_captum": occlusion_vs_captum,
+    "art_apgd": art_apgd,
 }
