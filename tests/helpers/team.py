@@ -25,11 +25,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `ops` is a top-level package beside src/, not installed
-    sys.path.insert(0, str(REPO))
+from ops import team_stack as ts
 
-from ops import team_stack as ts  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger(__name__)
 
