@@ -117,13 +117,16 @@ def _rows(root: Path) -> list[tuple[str, Callable[[str], str]]]:
             "targeted attack / learned noise: success",
             lambda k: f"{_pct(_at(tg(k), 'success_rate'))} / {_pct(_at(nz(k), 'success_rate'))}",
         ),
-        ("PGD-40 robust accuracy, eps 0.1 / 0.3", lambda k: eps_pair(pgd(k), "robust_accuracy")),
         (
-            "strong ensemble robust accuracy, eps 0.1 / 0.3",
+            "PGD-40 robust accuracy (`attack@pgd`), eps 0.1 / 0.3",
+            lambda k: eps_pair(pgd(k), "robust_accuracy"),
+        ),
+        (
+            "strong ensemble robust accuracy (`attack@strong`), eps 0.1 / 0.3",
             lambda k: eps_pair(strong(k), "robust_accuracy", "strong"),
         ),
         (
-            "gap PGD-40 minus strong, eps 0.1 / 0.3",
+            "gap PGD-40 minus strong on the strong form's images, eps 0.1 / 0.3",
             lambda k: eps_pair(strong(k), "robust_accuracy", "gap"),
         ),
         ("smallest eps that flips an image: median [q1, q3]", min_eps),

@@ -43,9 +43,11 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
     )
     rows = {line.split(" | ")[0].lstrip("| "): line for line in results.table(tmp_path).split("\n")}
     assert rows["test accuracy"].split(" | ")[1:4] == ["-", "-", "98.75%"]
-    strong = rows["strong ensemble robust accuracy, eps 0.1 / 0.3"].split(" | ")
+    strong = rows["strong ensemble robust accuracy (`attack@strong`), eps 0.1 / 0.3"]
+    strong = strong.split(" | ")
     assert strong[3] == "95.0% / 87.1%" and strong[1] == "- / -"
-    assert rows["gap PGD-40 minus strong, eps 0.1 / 0.3"].split(" | ")[3] == "- / 2.0%"
+    gap = rows["gap PGD-40 minus strong on the strong form's images, eps 0.1 / 0.3"]
+    assert gap.split(" | ")[3] == "- / 2.0%"
     flips = rows["smallest eps that flips an image: median [q1, q3]"].split(" | ")[3]
     assert flips == "0.312 [0.250, -]"  # q3 null: a quarter of the images never flipped
     # the other two models, not the model itself: (0.8 + 0.6) / 2
