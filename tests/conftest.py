@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.params import merge
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -61,16 +63,7 @@ def git_files(root: Path = REPO) -> list[str]:
 def write_params(repo: Path, overrides: dict) -> None:
     """Deep-merge ``overrides`` into ``repo/params.yaml``."""
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-
-    def merge(dst: dict, src: dict) -> None:
-        for k, v in src.items():
-            if isinstance(v, dict) and isinstance(dst.get(k), dict):
-                merge(dst[k], v)
-            else:
-                dst[k] = v
-
-    merge(params, overrides)
+    params = merge(yaml.safe_load(path.read_text()), overrides)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
