@@ -54,8 +54,8 @@ def test_every_stage_declares_its_code() -> None:
 
 @pytest.mark.parametrize(("name", "cmd", "deps"), STAGES, ids=[s[0] for s in STAGES])
 def test_stage_imports_only_what_it_declares(name: str, cmd: str, deps: list[Path]) -> None:
-    entry, args = entry_and_args(cmd)
-    files = imported_files(REPO, entry, args) - IMPLICIT
+    entries, args = entry_and_args(cmd)
+    files = imported_files(REPO, entries, args) - IMPLICIT
     undeclared = sorted(str(f.relative_to(REPO)) for f in files if not covered(f, deps))
     assert not undeclared, f"{name} imports code it does not declare: {undeclared}"
     unused = sorted(

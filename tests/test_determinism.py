@@ -1,4 +1,9 @@
-"""The same params twice give byte-identical outputs on CPU; another seed does not."""
+"""The same params twice give byte-identical outputs on CPU; another seed does not.
+
+The first run is cold (``MNISTLAB_WARM=0``: every stage its own process) and the second
+warm (workers forked from one process with torch imported, see mnistlab.core.warm), so
+the same bytes also say that running warm changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run, write_params
+from helpers.runs import stage_runs
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +50,16 @@ def _snapshot(repo: Path) -> dict[str, str]:
 
 def test_same_params_same_bytes_other_seed_differs(scratch_repo: Path) -> None:
     repo = scratch_repo
-    run(["dvc", "repro", *TARGETS], cwd=repo)
+    run(["dvc", "repro", *TARGETS], cwd=repo, env={"MNISTLAB_WARM": "0"})
     first = _snapshot(repo)
     assert len(first) >= 12
+    cold = len(stage_runs(repo))
+    assert not any(r.data.tags["warm"] == "true" for r in stage_runs(repo))
     run(["dvc", "repro", "--force", *TARGETS], cwd=repo)  # reruns their upstream too
     second = _snapshot(repo)
     assert second == first
+    warm = [r.data.tags["warm"] == "true" for r in stage_runs(repo)[cold:]]
+    assert len(warm) >= 10 and all(warm[1:]), warm  # the first starts the warm server
 
     write_params(repo, {"seed": 7})
     run(["dvc", "repro", *TARGETS], cwd=repo)

@@ -256,19 +256,27 @@ def _our_error_line(text: str) -> str:
 
 
 def _stage_pids(repo: Path, module: str = "stages.train") -> list[int]:
-    """Live processes running ``python -m <module>`` in ``repo`` (a /proc scan; other
-    people's stages elsewhere on the machine do not count)."""
+    """Live processes of stage ``module`` in ``repo`` (a /proc scan; other people's
+    stages elsewhere on the machine do not count): its launcher (``python -m stages
+    train`` or ``python -m stages.train``) and, when it runs warm, its worker (named
+    ``stage train``, see mnistlab.core.warm)."""
     want = os.path.realpath(repo)
+    package, name = module.split(".")
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
             cwd = os.readlink(entry / "cwd")
         except OSError:  # gone, or a zombie
             continue
-        if module.encode() in argv and os.path.realpath(cwd) == want:
+        launcher = module.encode() in argv or any(
+            a == package.encode() and b == name.encode()
+            for a, b in zip(argv, argv[1:], strict=False)
+        )
+        if (launcher or comm == f"stage {name}"[:15]) and os.path.realpath(cwd) == want:
             pids.append(int(entry.name))
     return pids
 
@@ -309,20 +317,39 @@ def _registered_versions(repo: Path) -> list:
 # ------------------------------------------- 1. a stage dies with its parent; one writer
 
 
+def _warm_servers(dvc_pid: int) -> list[int]:
+    """Live warm servers (mnistlab.core.warm) serving the DVC process ``dvc_pid``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"mnistlab.core.warm" in argv and str(dvc_pid).encode() in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
 @slow
 def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> None:
     """Kill only `dvc repro` (SIGTERM, then SIGKILL) mid-training: the stage goes too.
 
     DVC runs the stage with ``$SHELL -c``: bash replaces itself with the stage (its
-    parent is DVC), dash forks it (its parent is the shell, which outlives DVC).
+    parent is DVC), dash forks it (its parent is the shell, which outlives DVC). A warm
+    stage (the second of its execution, after validate_params) is a launcher plus a
+    worker forked from the warm server: all three must go.
     """
     repo = downloaded
-    write_params(repo, {"train": {"epochs": 50, "train_limit": 5000}})
-    for sig, shell in ((signal.SIGTERM, "/bin/bash"), (signal.SIGKILL, "/bin/sh")):
+    cases = (
+        (signal.SIGTERM, "/bin/bash", "1"),
+        (signal.SIGKILL, "/bin/sh", "1"),
+        (signal.SIGKILL, "/bin/sh", "0"),
+    )
+    for epochs, (sig, shell, warm) in enumerate(cases, start=50):
+        # a params change reruns validate_params first: it starts the warm server
+        write_params(repo, {"train": {"epochs": epochs, "train_limit": 5000}})
         dvc = subprocess.Popen(
             ["dvc", "repro", "train@cnn"],
             cwd=repo,
-            env={**_env(), "SHELL": shell},
+            env={**_env(), "SHELL": shell, "MNISTLAB_WARM": warm},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -331,23 +358,26 @@ def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> 
         reader = _Reader(dvc)
         try:
             reader.wait_for("training cnn on")
-            (stage,) = _stage_pids(repo)
+            stage = _stage_pids(repo)
+            assert len(stage) == (2 if warm == "1" else 1), stage  # launcher (+ worker)
             os.kill(dvc.pid, sig)  # the dvc process only, not its group
             dvc.wait(timeout=30)
             deadline = time.time() + 15
-            while _stage_pids(repo) and time.time() < deadline:
+            while (_stage_pids(repo) or _warm_servers(dvc.pid)) and time.time() < deadline:
                 time.sleep(0.2)
-            survivors = _stage_pids(repo)
-            alive = f"{sig!r}, {shell}: stage {survivors} outlived dvc"
+            survivors = _stage_pids(repo) + _warm_servers(dvc.pid)
+            alive = f"{sig!r}, {shell}, warm={warm}: {survivors} outlived dvc"
             assert survivors == [], f"{alive}\n{reader.text}"
             assert "interrupted; no partial outputs were kept" in reader.text
-            assert stage_runs(repo, "train@cnn")[-1].info.status == "KILLED"
+            killed = stage_runs(repo, "train@cnn")[-1]
+            assert killed.info.status == "KILLED"
+            assert killed.data.tags["warm"] == ("true" if warm == "1" else "false")
         finally:
-            for pid in _stage_pids(repo):
+            for pid in _stage_pids(repo) + _warm_servers(dvc.pid):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(dvc.pid, signal.SIGKILL)
-        assert stage not in _stage_pids(repo)
+        assert not set(stage) & set(_stage_pids(repo))
     assert not (repo / "models" / "cnn.pt").exists()
 
     write_params(repo, {"train": {"epochs": 1, "train_limit": 1000}})

@@ -1,7 +1,8 @@
 """What a stage really imports: its first-party modules, found with ``ast`` (no torch).
 
-A stage's entry module is ``stages/<name>.py`` (``python -m stages.<name>`` in its
-``cmd``); its imports are followed transitively through ``mnistlab`` and ``stages``.
+A stage's ``cmd`` is ``python -m stages <name>``: it runs ``stages/__main__.py`` (the
+launcher, see ``mnistlab.core.warm``) and then ``stages/<name>.py``; their imports
+are followed transitively through ``mnistlab`` and ``stages``.
 Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count.
 The one dynamic import (``FORM_PACKAGE = "mnistlab.attacks.{form}"`` in the attack
 entry module) is formatted with the stage's own ``--form`` argument.
@@ -43,11 +44,11 @@ def _imported_names(tree: ast.AST, args: dict[str, str]) -> set[str]:
     return {n for n in names if n.split(".")[0] in FIRST_PARTY}
 
 
-def imported_files(root: Path, entry: str, args: dict[str, str] | None = None) -> set[Path]:
-    """Every first-party file that running module ``entry`` imports (transitively)."""
+def imported_files(root: Path, entries: list[str], args: dict[str, str] | None = None) -> set[Path]:
+    """Every first-party file that running modules ``entries`` imports (transitively)."""
     args = args or {}
     seen: set[Path] = set()
-    todo = [entry]
+    todo = list(entries)
     while todo:
         module = todo.pop()
         parts = module.split(".")
@@ -61,13 +62,22 @@ def imported_files(root: Path, entry: str, args: dict[str, str] | None = None) -
     return seen
 
 
-def entry_and_args(cmd: str) -> tuple[str, dict[str, str]]:
-    """``python -m stages.x --form noise ...`` -> ``("stages.x", {"form": "noise", ...})``."""
+def entry_and_args(cmd: str) -> tuple[list[str], dict[str, str]]:
+    """The modules a stage's ``cmd`` runs, and its ``--`` arguments.
+
+    ``python -m stages x --form noise ...`` -> ``(["stages.__main__", "stages.x"],
+    {"form": "noise", ...})``: the launcher, then the stage module it runs.
+    """
     words = shlex.split(cmd)
     entry = words[words.index("-m") + 1]
+    entries = (
+        [f"{entry}.__main__", f"{entry}.{words[words.index('-m') + 2]}"]
+        if entry == "stages"
+        else [entry]
+    )
     args = {
         w[2:].replace("-", "_"): v
         for w, v in zip(words, words[1:], strict=False)
         if w.startswith("--")
     }
-    return entry, args
+    return entries, args

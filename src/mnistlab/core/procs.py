@@ -55,9 +55,27 @@ def proc_info(pid: int) -> ProcInfo | None:
     return ProcInfo(pid=pid, ppid=int(fields[1]), start=int(fields[19]), argv=argv)
 
 
+_origin: ProcInfo | None = None
+
+
+def adopt(launcher: ProcInfo) -> None:
+    """Act for ``launcher``: a warm worker (:mod:`mnistlab.core.warm`) runs the stage
+    that process was started for, so its ancestors and age are the stage's."""
+    global _origin
+    _origin = launcher
+
+
+def stage_process() -> ProcInfo | None:
+    """The process the stage was started as: the launcher a warm worker acts for, else
+    this one (None without /proc)."""
+    return _origin or proc_info(os.getpid())
+
+
 def ancestors(pid: int | None = None) -> Iterator[ProcInfo]:
-    """The parent of ``pid`` (default: this process), its parent, ... up to pid 1."""
-    info = proc_info(os.getpid() if pid is None else pid)
+    """The parent of ``pid`` (default: the stage's process), its parent, ... up to pid 1."""
+    if pid is None:
+        pid = _origin.pid if _origin is not None else os.getpid()
+    info = proc_info(pid)
     seen: set[int] = set()
     while info is not None and info.ppid > 0 and info.ppid not in seen:
         seen.add(info.ppid)

@@ -90,18 +90,20 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
 
 
 def _watchdog(
-    ppid: int, pipeline: procs.ProcInfo | None, stop: threading.Event, interval: float
+    ppid: int, watched: list[procs.ProcInfo], stop: threading.Event, interval: float
 ) -> None:
     """SIGTERM this process when its parent is no longer ``ppid`` (when ``ppid`` > 1) or
-    the DVC process ``pipeline`` is gone, and again while a SIGTERM has not made the stage
-    unwind (its interrupt was swallowed)."""
+    a ``watched`` process is gone (the DVC process; a warm worker's launcher), and again
+    while a SIGTERM has not made the stage unwind (its interrupt was swallowed)."""
     while True:
+        gone = [p for p in watched if not procs.is_alive(p.pid, p.start)]
         if not _state.terminating:
             if ppid > 1 and os.getppid() != ppid:
                 log.warning("parent process %d is gone; stopping", ppid)
                 os.kill(os.getpid(), signal.SIGTERM)
-            elif pipeline is not None and not procs.is_alive(pipeline.pid, pipeline.start):
-                log.warning("dvc process %d is gone; stopping", pipeline.pid)
+            elif gone:
+                name = "dvc" if procs.dvc_args(gone[0].argv) is not None else "launcher"
+                log.warning("%s process %d is gone; stopping", name, gone[0].pid)
                 os.kill(os.getpid(), signal.SIGTERM)
         elif time.monotonic() - _state.signalled_at >= REARM_S:
             os.kill(os.getpid(), signal.SIGTERM)  # ignored while it is unwinding
@@ -139,11 +141,13 @@ def stage_watchdog(ppid: int | None = None, interval: float = PARENT_POLL_S) -> 
     # DVC runs a stage through `$SHELL -c` (or /bin/sh), and a shell such as dash forks
     # the command instead of replacing itself: the stage's parent is then the shell,
     # which outlives a killed DVC. So the DVC process is watched too.
-    pipeline = procs.dvc_ancestor() if watching_default else None
+    # A warm worker (mnistlab.core.warm) acts for its launcher: that process is watched.
+    watched = [procs.dvc_ancestor(), procs.stage_process()] if watching_default else []
+    watched = [p for p in watched if p is not None and p.pid != os.getpid()]
     stop = threading.Event()
     # The first check runs at once: a parent that died before prctl is caught too.
     watcher = threading.Thread(
-        target=_watchdog, args=(ppid, pipeline, stop, interval), name="stage-watchdog", daemon=True
+        target=_watchdog, args=(ppid, watched, stop, interval), name="stage-watchdog", daemon=True
     )
     watcher.start()
     previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable

@@ -276,18 +276,19 @@ def _prepare_env() -> None:
 
 
 def _run_tags(name: str, host: str, parent_id: str | None, ex: Execution | None) -> dict:
-    me = procs.proc_info(os.getpid())
+    me = procs.stage_process()
     tags = {
         "stage": name,
         "run_kind": "stage",
         "git_commit": git_commit(),
         "host": host,
         "pid": str(os.getpid()),
+        "warm": str(me is not None and me.pid != os.getpid()).lower(),
     }
-    if me is not None:
-        tags["pid_start"] = str(me.start)
-        if (age := procs.age_seconds(me)) is not None:
-            tags["startup_seconds"] = f"{age:.2f}"
+    if worker := procs.proc_info(os.getpid()):
+        tags["pid_start"] = str(worker.start)
+    if me is not None and (age := procs.age_seconds(me)) is not None:
+        tags["startup_seconds"] = f"{age:.2f}"  # from the launcher's start when warm
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     if parent_id is not None and ex is not None:

@@ -1,0 +1,107 @@
+"""Benchmark of stage start-up under ``dvc repro``: warm stages against cold ones.
+
+Cold (``MNISTLAB_WARM=0``) every stage is a fresh process that imports torch and MLflow
+itself; warm (the default) the stages after the first are forked from one process that
+imported them once per execution (``mnistlab.core.warm``). The same seven stages run
+in a scratch copy of this repo on a small profile, alternating cold and warm runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.cases import _raw
+from bench.parallel import _scratch_repo
+
+# validate_params, download, architecture x3, train@cnn, evaluate@cnn
+TARGETS = ["architecture@cnn", "architecture@cnn_bn", "architecture@cnn_adv", "evaluate@cnn"]
+ROUNDS = 2
+
+
+def _execution(repo: Path, warm: bool) -> dict[str, float]:
+    """One forced ``dvc repro`` of the targets; its wall time and per-stage figures."""
+    import mlflow
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    env = {**os.environ, "MNISTLAB_WARM": "1" if warm else "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.time()
+    t0 = time.perf_counter()
+    subprocess.run(
+        [dvc, "repro", "--force", *TARGETS], cwd=repo, env=env, check=True, capture_output=True
+    )
+    wall = time.perf_counter() - t0
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("mnistlab")
+    runs = [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if r.info.start_time >= started * 1000 and r.data.tags.get("run_kind") == "stage"
+    ]
+    inside = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
+    startups = [float(r.data.tags["startup_seconds"]) for r in runs]
+    return {
+        "stages": len(runs),
+        "wall": wall,
+        "outside": (wall - inside) / len(runs),
+        "startup": statistics.median(startups),
+        "warm": sum(r.data.tags.get("warm") == "true" for r in runs),
+    }
+
+
+def warm(args: argparse.Namespace) -> list[list]:
+    """Per-stage cost outside the stages' work, warm vs cold, in the same scratch repo."""
+    raw = _raw(args)
+    best: dict[bool, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = _scratch_repo(Path(tmp), raw)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "dvc"), "repro", *TARGETS],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )  # a first run fills the caches both modes then share
+        for _ in range(ROUNDS):
+            for mode in (False, True):
+                got = _execution(repo, mode)
+                if mode not in best or got["wall"] < best[mode]["wall"]:
+                    best[mode] = got
+    cold, hot = best[False], best[True]
+    n = int(hot["stages"])
+    note = f"{n} stages of `dvc repro --force` ({int(hot['warm'])} of them warm), best of {ROUNDS}"
+    return [
+        [
+            "stage start-up, warm",
+            "seconds from a stage's process start to its MLflow run open (median)",
+            f"{hot['startup']:.2f}",
+            f"{cold['startup']:.2f}",
+            f"{cold['startup'] / hot['startup']:.1f}x",
+            f"baseline: cold (MNISTLAB_WARM=0); {note}",
+        ],
+        [
+            "stage overhead, warm",
+            "seconds a stage costs outside its MLflow run (wall - runs) / stages",
+            f"{hot['outside']:.2f}",
+            f"{cold['outside']:.2f}",
+            f"{cold['outside'] / hot['outside']:.1f}x",
+            "start-up, run close, and DVC's own bookkeeping (hashing, dvc.lock) per stage",
+        ],
+        [
+            "dvc repro, warm",
+            "wall seconds of the same forced repro",
+            f"{hot['wall']:.1f}",
+            f"{cold['wall']:.1f}",
+            f"{cold['wall'] / hot['wall']:.2f}x",
+            note,
+        ],
+    ]
+
+
+CASES = {"warm": warm}

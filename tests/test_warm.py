@@ -1,0 +1,209 @@
+"""Warm stages (mnistlab.core.warm): under a DVC process, every stage after the first runs
+in a worker forked from one server that has torch and MLflow imported.
+
+A stand-in ``dvc`` (a script of that name, which is how the launcher recognises the
+DVC process above it) runs stage commands one after another, so these tests see the
+launcher, the server and the workers without a whole pipeline. The real ``dvc repro``
+runs warm in every pipeline test; ``test_determinism`` checks that warm and cold runs
+write the same bytes, and ``test_reliability`` that killing ``dvc`` leaves no worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run, write_params
+from helpers.runs import stage_runs
+
+FAKE_DVC = f"""#!{sys.executable}
+import json, subprocess, sys
+for cmd in json.loads(sys.argv[1]):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(json.dumps([proc.returncode, proc.stderr]), flush=True)
+"""
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short private XDG_RUNTIME_DIR (unix socket paths are limited to ~100 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="mlw-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory with the project's params.yaml, its stages and a stand-in `dvc`."""
+    root = tmp_path / "proj"
+    shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    (root / "bin").mkdir()
+    (root / "bin" / "dvc").write_text(FAKE_DVC)
+    (root / "bin" / "dvc").chmod(0o755)
+    return root
+
+
+def _env(project: Path, runtime_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env.update(
+        XDG_RUNTIME_DIR=str(runtime_dir),
+        MLFLOW_TRACKING_URI=f"sqlite:///{project}/mlflow.db",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        **extra,
+    )
+    return env
+
+
+def _architecture(out: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "stages",
+        "architecture",
+        "--model",
+        "cnn",
+        "--metrics",
+        f"{out}.json",
+        "--table",
+        f"{out}.md",
+    ]
+
+
+def _servers() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if b"mnistlab.core.warm" in (entry / "cmdline").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _gone(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not set(pids) & set(_servers()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stages_after_the_first_run_warm_and_write_the_same(
+    project: Path, runtime_dir: Path
+) -> None:
+    before = _servers()
+    cmds = [_architecture(f"out{i}") for i in range(3)]
+    proc = run(
+        [str(project / "bin" / "dvc"), json.dumps(cmds)],
+        cwd=project,
+        env=_env(project, runtime_dir),
+    )
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [rc for rc, _ in results] == [0, 0, 0], results
+    runs = stage_runs(project, "architecture@cnn")
+    assert [r.data.tags["warm"] for r in runs] == ["false", "true", "true"]
+    cold, *warm = (float(r.data.tags["startup_seconds"]) for r in runs)
+    assert max(warm) < cold, (cold, warm)
+    # the worker is the stage: its own pid on the run, the launcher's age as start-up
+    assert len({r.data.tags["pid"] for r in runs}) == 3
+    outputs = {(project / f"out{i}.json").read_bytes() for i in range(3)}
+    assert len(outputs) == 1 and json.loads(outputs.pop())["total_params"] == 799_078
+    # the server leaves with its DVC process, and its socket and lock with it
+    assert _gone([p for p in _servers() if p not in before])
+    assert list((runtime_dir / f"mnistlab-warm-{os.getuid()}").iterdir()) == []
+
+
+def test_a_warm_stage_fails_like_a_cold_one(project: Path, runtime_dir: Path) -> None:
+    write_params(project, {"train": {"lr": -1}})
+    cmds = [_architecture("a"), _architecture("b")]
+    env = _env(project, runtime_dir)
+    proc = run([str(project / "bin" / "dvc"), json.dumps(cmds)], cwd=project, env=env)
+    (cold_rc, cold_err), (warm_rc, warm_err) = (json.loads(x) for x in proc.stdout.splitlines())
+    assert cold_rc == warm_rc == 1
+    errors = [[ln for ln in e.splitlines() if "ERROR" in ln] for e in (cold_err, warm_err)]
+    assert len(errors[0]) == len(errors[1]) == 1, (cold_err, warm_err)
+    assert (
+        "train.lr" in errors[1][0]
+        and errors[0][0].split(": ", 1)[1:] == errors[1][0].split(": ", 1)[1:]
+    )
+    assert "Traceback" not in warm_err
+    assert not (project / "b.json").exists()
+
+
+def test_without_dvc_the_stage_runs_in_the_launcher(project: Path, runtime_dir: Path) -> None:
+    env = _env(project, runtime_dir)
+    run(_architecture("here"), cwd=project, env=env)
+    assert json.loads((project / "here.json").read_text())["total_params"] == 799_078
+    (only,) = stage_runs(project, "architecture@cnn")
+    assert only.data.tags["warm"] == "false"
+    assert not (runtime_dir / f"mnistlab-warm-{os.getuid()}").exists()  # no server tried
+
+
+def test_launcher_usage_errors(project: Path, runtime_dir: Path) -> None:
+    env = _env(project, runtime_dir)
+    for argv, needle in (([], "usage: python -m stages"), (["nosuch"], "unknown stage nosuch")):
+        proc = run([sys.executable, "-m", "stages", *argv], cwd=REPO, env=env, check=False)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_warm_launcher_reaches_its_worker(
+    project: Path, runtime_dir: Path, mnist_raw: Path
+) -> None:
+    """What DVC's Ctrl-C or a timeout does to a stage: the launcher passes it on."""
+    write_params(project, {"train": {"epochs": 50, "train_limit": 5000}})
+    train = [sys.executable, "-m", "stages", "train", "--model", "cnn", "--data", str(mnist_raw)]
+    train += ["--checkpoint", "m.pt", "--metrics", "t.json", "--rows", "t.csv", "--figures", "f"]
+    dvc = subprocess.Popen(
+        [str(project / "bin" / "dvc"), json.dumps([_architecture("a"), train])],
+        cwd=project,
+        env=_env(project, runtime_dir),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        launcher = None
+        while launcher is None and time.time() < deadline:
+            runs = stage_runs(project, "train@cnn")
+            if runs and runs[-1].info.status == "RUNNING":
+                launcher = _launcher_of(int(runs[-1].data.tags["pid"]))
+            time.sleep(0.2)
+        assert launcher is not None, "the warm training run never started"
+        os.kill(launcher, signal.SIGTERM)
+        out, _ = dvc.communicate(timeout=60)
+    finally:
+        dvc.kill()
+    (arch_rc, _), (train_rc, train_err) = (json.loads(x) for x in out.splitlines())
+    assert arch_rc == 0 and train_rc == 130, train_err
+    assert "interrupted; no partial outputs were kept" in train_err
+    killed = stage_runs(project, "train@cnn")[-1]
+    assert killed.info.status == "KILLED" and killed.data.tags["warm"] == "true"
+    assert not (project / "m.pt").exists()
+
+
+def _launcher_of(worker: int) -> int | None:
+    """The launcher a warm worker acts for: the `python -m stages train` process in the
+    same directory (the worker's own parent is the server)."""
+    cwd = os.readlink(f"/proc/{worker}/cwd")
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[1:4] == [b"-m", b"stages", b"train"] and os.readlink(entry / "cwd") == cwd:
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
