@@ -26,12 +26,7 @@ def _scratch_repo(root: Path, raw: Path) -> Path:
 
     import yaml
 
-    def merge(dst: dict, src: dict) -> None:
-        for k, v in src.items():
-            if isinstance(v, dict) and isinstance(dst.get(k), dict):
-                merge(dst[k], v)
-            else:
-                dst[k] = v
+    from mnistlab.core.config import deep_merge
 
     out = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
@@ -46,7 +41,7 @@ def _scratch_repo(root: Path, raw: Path) -> Path:
             shutil.copy2(REPO / rel, root / rel)
     params = yaml.safe_load((root / "params.yaml").read_text())
     data = {"data": {"sources": ["local"], "local_dir": str(raw.resolve())}}
-    merge(params, {**QUEUE_PARAMS, **data})
+    params = deep_merge(params, {**QUEUE_PARAMS, **data})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b"}
     env |= {"GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}

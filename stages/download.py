@@ -13,6 +13,9 @@ from mnistlab.core.runtime import parse_args, stage_main
 from mnistlab.core.tracking import stage_run
 
 log = logging.getLogger("mnistlab.download")
+# It imports no torch: a cold start beats waiting for a warm server to import
+# torch, so under DVC it runs in its own process (see mnistlab.core.warm).
+WARM = False
 
 
 @stage_main

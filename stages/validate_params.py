@@ -16,6 +16,9 @@ from mnistlab.core.files import write_json
 from mnistlab.core.runtime import parse_args, resolve_device, stage_main
 
 log = logging.getLogger("mnistlab.validate_params")
+# It imports neither torch nor MLflow: a cold start beats waiting for a warm server to import
+# torch, so under DVC it runs in its own process (see mnistlab.core.warm).
+WARM = False
 
 
 @stage_main

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.params import merge
+from mnistlab.core.config import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -63,7 +63,7 @@ def git_files(root: Path = REPO) -> list[str]:
 def write_params(repo: Path, overrides: dict) -> None:
     """Deep-merge ``overrides`` into ``repo/params.yaml``."""
     path = repo / "params.yaml"
-    params = merge(yaml.safe_load(path.read_text()), overrides)
+    params = deep_merge(yaml.safe_load(path.read_text()), overrides)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

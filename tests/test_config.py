@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from helpers.params import params_with, raw_params
-from mnistlab.core.config import MAX_PARAMS_BYTES, Params, flatten, load_params, parse_params
+from mnistlab.core.config import (
+    MAX_PARAMS_BYTES,
+    Params,
+    deep_merge,
+    flatten,
+    load_params,
+    parse_params,
+)
 from mnistlab.core.errors import ParamsError
 from mnistlab.core.params_types import MODEL_NAMES
 
@@ -240,3 +247,17 @@ def test_deeply_nested_yaml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert "\n" not in str(info.value)
+
+
+def test_deep_merge_merges_nested_keys_and_copies() -> None:
+    base = {"train": {"lr": 0.1, "epochs": 5}, "seed": 1, "models": {"cnn": {}}}
+    over = {"train": {"lr": 0.2}, "models": {"cnn": {"aug": [1]}}, "seed": {"x": 1}}
+    merged = deep_merge(base, over)
+    assert merged == {
+        "train": {"lr": 0.2, "epochs": 5},
+        "seed": {"x": 1},
+        "models": {"cnn": {"aug": [1]}},
+    }
+    assert base == {"train": {"lr": 0.1, "epochs": 5}, "seed": 1, "models": {"cnn": {}}}
+    over["models"]["cnn"]["aug"].append(2)
+    assert merged["models"]["cnn"]["aug"] == [1]

@@ -475,9 +475,7 @@ def test_apgd_matches_an_independent_library(built: Path, model: str) -> None:
     images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
     x, y, eps = to_pixels(images[:200]), labels[:200], 0.1
     gen = torch.Generator().manual_seed(0)
-    ours_ce = float(
-        (predict(net, apgd(net, x, y, eps=eps, n_iter=50, generator=gen)) == y).float().mean()
-    )
+    ours_ce = int((predict(net, apgd(net, x, y, eps=eps, n_iter=50, generator=gen)) == y).sum())
     ours = strong_attack(net, x, y, eps=eps, n_iter=50, generator=gen).robust_accuracy
     clf = PyTorchClassifier(
         model=net,
@@ -498,7 +496,9 @@ def test_apgd_matches_an_independent_library(built: Path, model: str) -> None:
         loss_type="cross_entropy",
         verbose=False,
     )
+    np.random.seed(0)  # ART draws its random start from numpy's global generator
     x_art = art.generate(x.numpy(), y=y.numpy())
-    theirs = float((clf.predict(x_art).argmax(1) == y.numpy()).mean())
-    assert abs(ours_ce - theirs) <= 0.01 + 1e-9, (ours_ce, theirs)
-    assert ours <= theirs + 1e-9, (ours, theirs)
+    theirs = int((clf.predict(x_art).argmax(1) == y.numpy()).sum())
+    # within a point: 2 of the 200 images (counts, so float32 rounding cannot tip it)
+    assert abs(ours_ce - theirs) <= len(y) // 100, (ours_ce, theirs)
+    assert ours * len(y) <= theirs + 1e-6, (ours, theirs)

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mnistlab.core.config import Params, parse_params
+from mnistlab.core.config import Params, deep_merge, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def merge(dst: dict, src: dict) -> dict:
-    """Deep-merge ``src`` into ``dst`` in place (dicts merge, everything else replaces)."""
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
-    return dst
 
 
 def raw_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``params.yaml`` as a plain dict, with ``overrides`` deep-merged in."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    return merge(raw, overrides or {})
+    return deep_merge(raw, overrides or {})
 
 
 def params_with(overrides: dict[str, Any] | None = None) -> Params:

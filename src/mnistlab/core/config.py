@@ -10,6 +10,7 @@ out-of-range values with a one-line :class:`ParamsError` naming the full key
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -201,4 +202,16 @@ def flatten(section: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, full))
         else:
             out[full] = value
+    return out
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in, as ``dvc exp run -S`` would set them: nested
+    dicts merge key by key, anything else replaces. Neither argument is modified."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out

@@ -1,10 +1,11 @@
 """Warm stages: torch and MLflow imported once per pipeline execution, not once a stage.
 
-A torch stage pays ~3.5 s (2 cores) to import torch and MLflow before any work, and
-DVC starts every stage as a fresh process. So ``python -m stages <name>`` (the
-``cmd`` of every stage in ``dvc.yaml``) is a light launcher. Under a DVC process, the
-first stage of an execution starts a *warm server* for that DVC process. The server
-imports the third-party modules once and then forks one worker per stage:
+A torch stage pays ~5 s (2 cores) to import torch and MLflow and open its MLflow store
+before any work, and DVC starts every stage as a fresh process. So ``python -m stages
+<name>`` (the ``cmd`` of every stage in ``dvc.yaml``) is a light launcher. Under a DVC
+process, the first torch stage of an execution starts a *warm server* for that DVC
+process. The server imports the third-party modules once and then forks one worker
+per stage:
 
     dvc ─ sh -c ─ python -m stages train ...     the launcher: light, forwards signals
                      │  unix socket: argv, cwd, environment, umask, stdin/out/err
@@ -18,16 +19,18 @@ with that status, so DVC sees what it always saw. Ctrl-C, SIGTERM and SIGHUP sen
 to the launcher are passed on to the worker. The server leaves when its DVC process
 does.
 
-The first stage of an execution starts the server and runs cold; the next ones wait
-while it imports. Only third-party modules are imported warm. Each worker imports the
-project's own code itself, so an edit to the code is never served stale. A stage runs
-in the launcher itself, as before, whenever the hand-off fails or cannot apply: no DVC
-process above (a stage run by hand), a dead server, a system without ``fork``, or
-``MNISTLAB_WARM=0``.
+The stage that starts the server waits while it imports, as long as its own imports
+would have taken. A stage module that says ``WARM = False`` (one that imports no torch,
+such as ``download``) always runs cold and starts no server. Only third-party modules
+are imported warm: each worker imports the project's own code itself, so an edit is
+never served stale. A stage runs in the launcher itself, as before, whenever the
+hand-off fails or cannot apply: no DVC process above (a stage run by hand), a server
+that does not start, a system without ``fork``, or ``MNISTLAB_WARM=0``.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
@@ -112,23 +115,41 @@ def launch(argv: list[str]) -> int:
     if importlib.util.find_spec(module) is None:
         print(f"unknown stage {argv[0]}: there is no stages/{argv[0]}.py", file=sys.stderr)
         return 2
-    dvc = procs.dvc_ancestor() if enabled() else None
+    dvc = procs.dvc_ancestor() if enabled() and _runs_warm(module) else None
     if dvc is not None:
         try:
             path = socket_path(dvc)
         except OSError:
             path = None
         if path is not None:
-            if not path.exists() and _starting(path):
-                _await_socket(path)
+            server = None
+            if not path.exists() and not _starting(path):
+                server = _start_server(path, dvc)
+            _await_socket(path, server)
             status = _hand_off(path, module, args)
             if status is not None:
                 return status
-            if not _starting(path):
-                _start_server(path, dvc)
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     return 0
+
+
+def _runs_warm(module: str) -> bool:
+    """False for a stage module that says ``WARM = False`` (at its top level): one that
+    imports no torch starts cold faster than a server can import it."""
+    spec = importlib.util.find_spec(module)
+    try:
+        tree = ast.parse(Path(spec.origin).read_bytes()) if spec and spec.origin else None
+    except (OSError, SyntaxError, ValueError):
+        return True
+    for node in tree.body if tree else []:
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["WARM"]
+            and isinstance(node.value, ast.Constant)
+        ):
+            return bool(node.value.value)
+    return True
 
 
 def _starting(path: Path) -> bool:
@@ -148,11 +169,14 @@ def _starting(path: Path) -> bool:
     return False
 
 
-def _await_socket(path: Path) -> None:
-    """Wait while the server imports (a few seconds, once per execution): running the
-    stage cold meanwhile would only make two imports share the cores."""
+def _await_socket(path: Path, server: subprocess.Popen | None) -> None:
+    """Wait while the server imports (~5 s, once per execution): running the stage cold
+    meanwhile would cost as long, with two imports sharing the cores. ``server`` is the
+    one this launcher started, if any (it may not hold its lock yet)."""
     deadline = time.monotonic() + START_WAIT_S
-    while not path.exists() and time.monotonic() < deadline and _starting(path):
+    while not path.exists() and time.monotonic() < deadline:
+        if not _starting(path) and (server is None or server.poll() is not None):
+            return  # no server is coming
         time.sleep(0.05)
 
 
@@ -237,11 +261,11 @@ def _wait(sock: socket.socket, worker: int) -> int:
     return _INT.unpack(got)[0]
 
 
-def _start_server(path: Path, dvc: procs.ProcInfo) -> None:
-    """Start the warm server for ``dvc`` in the background (this stage runs cold)."""
+def _start_server(path: Path, dvc: procs.ProcInfo) -> subprocess.Popen | None:
+    """Start the warm server for ``dvc`` in the background; None if it cannot start."""
     cmd = [sys.executable, "-m", "mnistlab.core.warm", str(path), str(dvc.pid), str(dvc.start)]
     with contextlib.suppress(OSError):
-        subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -249,6 +273,7 @@ def _start_server(path: Path, dvc: procs.ProcInfo) -> None:
             cwd="/",
             start_new_session=True,  # out of DVC's process group: Ctrl-C goes to stages
         )
+    return None
 
 
 # -------------------------------------------------------------------- the server side
