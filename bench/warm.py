@@ -1,9 +1,9 @@
 """Benchmark of stage start-up under ``dvc repro``: warm stages against cold ones.
 
 Cold (``MNISTLAB_WARM=0``) every stage is a fresh process that imports torch and MLflow
-itself; warm (the default) the stages after the first are forked from one process that
-imported them once per execution (``mnistlab.core.warm``). The same seven stages run
-in a scratch copy of this repo on a small profile, alternating cold and warm runs.
+itself; warm (the default) every torch stage is forked from one process that imported
+them once per execution (``mnistlab.core.warm``). The same stages run in a scratch copy
+of this repo on a small profile, alternating cold and warm runs.
 """
 
 from __future__ import annotations
@@ -25,27 +25,45 @@ TARGETS = ["architecture@cnn", "architecture@cnn_bn", "architecture@cnn_adv", "e
 ROUNDS = 2
 
 
-def _execution(repo: Path, warm: bool) -> dict[str, float]:
-    """One forced ``dvc repro`` of the targets; its wall time and per-stage figures."""
-    import mlflow
-
-    dvc = str(Path(sys.executable).parent / "dvc")
+def _env(warm: bool) -> dict[str, str]:
+    """This environment, warm stages on or off, tracking to the scratch repo's store."""
     env = {**os.environ, "MNISTLAB_WARM": "1" if warm else "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _stage_runs_since(repo: Path, started: float) -> list:
+    """The stage runs (no parents) that ``repo``'s store holds since ``started``, in order."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    exp = client.get_experiment_by_name("mnistlab")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return sorted(
+        (
+            r
+            for r in runs
+            if r.info.start_time >= started * 1000 and r.data.tags.get("run_kind") == "stage"
+        ),
+        key=lambda r: r.info.start_time,
+    )
+
+
+def _execution(repo: Path, warm: bool) -> dict[str, float]:
+    """One forced ``dvc repro`` of the targets; its wall time and per-stage figures."""
+    dvc = str(Path(sys.executable).parent / "dvc")
     started = time.time()
     t0 = time.perf_counter()
     out = subprocess.run(
-        [dvc, "repro", "--force", *TARGETS], cwd=repo, env=env, check=True, capture_output=True
+        [dvc, "repro", "--force", *TARGETS],
+        cwd=repo,
+        env=_env(warm),
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     wall = time.perf_counter() - t0
     n_stages = sum(line.startswith("Running stage") for line in out.splitlines())
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    runs = [
-        r
-        for r in client.search_runs([exp.experiment_id], max_results=1000)
-        if r.info.start_time >= started * 1000 and r.data.tags.get("run_kind") == "stage"
-    ]
+    runs = _stage_runs_since(repo, started)
     inside = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
     startups = [float(r.data.tags["startup_seconds"]) for r in runs]
     return {
@@ -75,8 +93,6 @@ def _stand_in(repo: Path, warm: bool) -> list[float]:
     before it, closing and exiting after it) under the stand-in ``dvc``."""
     import json
 
-    import mlflow
-
     script = repo / "bin" / "dvc"
     script.parent.mkdir(exist_ok=True)
     script.write_text(STAND_IN.format(python=sys.executable))
@@ -93,22 +109,11 @@ def _stand_in(repo: Path, warm: bool) -> list[float]:
             + ["--rows", f"{out}/e{i}.csv", "--figures", f"{out}/e{i}"],
         )
     ]
-    env = {**os.environ, "MNISTLAB_WARM": "1" if warm else "0"}
-    env.pop("MLFLOW_TRACKING_URI", None)
     started = time.time()
     walls = subprocess.run(
-        [str(script), json.dumps(cmds)], cwd=repo, env=env, check=True, capture_output=True
+        [str(script), json.dumps(cmds)], cwd=repo, env=_env(warm), check=True, capture_output=True
     ).stdout.split()
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name("mnistlab")
-    runs = sorted(
-        (
-            r
-            for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.info.start_time >= started * 1000 and r.data.tags.get("run_kind") == "stage"
-        ),
-        key=lambda r: r.info.start_time,
-    )
+    runs = _stage_runs_since(repo, started)
     assert len(runs) == len(cmds) == len(walls), (len(runs), len(cmds), len(walls))
     return [
         float(w) - (r.info.end_time - r.info.start_time) / 1000

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import BIN, run, write_params
-from helpers.runs import stage_runs
+from helpers.runs import stage_runs, warm_servers
 from mnistlab.core import mnist as data
 
 slow = pytest.mark.slow
@@ -317,17 +317,6 @@ def _registered_versions(repo: Path) -> list:
 # ------------------------------------------- 1. a stage dies with its parent; one writer
 
 
-def _warm_servers(dvc_pid: int) -> list[int]:
-    """Live warm servers (mnistlab.core.warm) serving the DVC process ``dvc_pid``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"mnistlab.core.warm" in argv and str(dvc_pid).encode() in argv:
-                pids.append(int(entry.name))
-    return pids
-
-
 @slow
 def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> None:
     """Kill only `dvc repro` (SIGTERM, then SIGKILL) mid-training: the stage goes too.
@@ -363,9 +352,9 @@ def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> 
             os.kill(dvc.pid, sig)  # the dvc process only, not its group
             dvc.wait(timeout=30)
             deadline = time.time() + 15
-            while (_stage_pids(repo) or _warm_servers(dvc.pid)) and time.time() < deadline:
+            while (_stage_pids(repo) or warm_servers(dvc.pid)) and time.time() < deadline:
                 time.sleep(0.2)
-            survivors = _stage_pids(repo) + _warm_servers(dvc.pid)
+            survivors = _stage_pids(repo) + warm_servers(dvc.pid)
             alive = f"{sig!r}, {shell}, warm={warm}: {survivors} outlived dvc"
             assert survivors == [], f"{alive}\n{reader.text}"
             assert "interrupted; no partial outputs were kept" in reader.text
@@ -373,7 +362,7 @@ def test_killing_dvc_stops_the_stage_and_a_rerun_completes(downloaded: Path) -> 
             assert killed.info.status == "KILLED"
             assert killed.data.tags["warm"] == ("true" if warm == "1" else "false")
         finally:
-            for pid in _stage_pids(repo) + _warm_servers(dvc.pid):
+            for pid in _stage_pids(repo) + warm_servers(dvc.pid):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(dvc.pid, signal.SIGKILL)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run, write_params
-from helpers.runs import stage_runs
+from helpers.runs import stage_runs, warm_servers
 from mnistlab.core.warm import SWITCH, _runs_warm
 
 FAKE_DVC = f"""#!{sys.executable}
@@ -81,21 +81,10 @@ def _architecture(out: str) -> list[str]:
     ]
 
 
-def _servers() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if b"mnistlab.core.warm" in (entry / "cmdline").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
 def _gone(pids: list[int], timeout: float = 10) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if not set(pids) & set(_servers()):
+        if not set(pids) & set(warm_servers()):
             return True
         time.sleep(0.1)
     return False
@@ -104,7 +93,7 @@ def _gone(pids: list[int], timeout: float = 10) -> bool:
 def test_stages_after_the_first_run_warm_and_write_the_same(
     project: Path, runtime_dir: Path
 ) -> None:
-    before = _servers()
+    before = warm_servers()
     cmds = [_architecture(f"out{i}") for i in range(3)]
     proc = run(
         [str(project / "bin" / "dvc"), json.dumps(cmds)],
@@ -123,7 +112,7 @@ def test_stages_after_the_first_run_warm_and_write_the_same(
     outputs = {(project / f"out{i}.json").read_bytes() for i in range(3)}
     assert len(outputs) == 1 and json.loads(outputs.pop())["total_params"] == 799_078
     # the server leaves with its DVC process, and its socket and lock with it
-    assert _gone([p for p in _servers() if p not in before])
+    assert _gone([p for p in warm_servers() if p not in before])
     assert list((runtime_dir / f"mnistlab-warm-{os.getuid()}").iterdir()) == []
 
 

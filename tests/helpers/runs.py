@@ -66,3 +66,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(1)
     raise AssertionError(f"{url} did not come up in {timeout}s")
+
+
+def warm_servers(dvc_pid: int | None = None) -> list[int]:
+    """Live warm servers (``python -m mnistlab.core.warm PATH PID START``, see
+    mnistlab.core.warm), all of them or only those serving the DVC process ``dvc_pid``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone
+            continue
+        if b"mnistlab.core.warm" in argv and (dvc_pid is None or str(dvc_pid).encode() in argv):
+            pids.append(int(entry.name))
+    return pids
