@@ -306,7 +306,8 @@ def startup(args: argparse.Namespace) -> list[list]:
         )
     with tempfile.TemporaryDirectory() as tmp:
         code = (
-            "from mnistlab.core.tracking import stage_run\nwith stage_run('bench', {'x': 1}): pass"
+            "from mnistlab.harness.tracking import stage_run\n"
+            "with stage_run('bench', {'x': 1}): pass"
         )
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"}
         first = _timed([py, "-c", code], env=env)
@@ -328,7 +329,7 @@ def pipeline(args: argparse.Namespace) -> list[list]:
     """Per-stage wall time of the last `dvc repro`, from its MLflow runs; no-op repro time."""
     import mlflow
 
-    from mnistlab.core.tracking_store import EXPERIMENT, tracking_uri
+    from mnistlab.harness.tracking_store import EXPERIMENT, tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(EXPERIMENT)

@@ -2,7 +2,7 @@
 
 Cold (``MNISTLAB_WARM=0``) every stage is a fresh process that imports torch and MLflow
 itself; warm (the default) every torch stage is forked from one process that imported
-them once per execution (``mnistlab.core.warm``). The same stages run in a scratch copy
+them once per execution (``mnistlab.harness.warm``). The same stages run in a scratch copy
 of this repo on a small profile, alternating cold and warm runs.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnistlab.core.tracking_store import EXPERIMENT
+from mnistlab.harness.tracking_store import EXPERIMENT
 
 
 def ui_url(base: str, uri: str) -> str:

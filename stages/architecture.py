@@ -7,11 +7,12 @@ Writes: the metrics JSON and a Markdown table of the layers.
 from __future__ import annotations
 
 from mnistlab.architecture import describe, markdown_table
+from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
 from mnistlab.core.files import write_json, write_text
 from mnistlab.core.models import build_model
-from mnistlab.core.runtime import apply_threads, parse_args, stage_main
-from mnistlab.core.tracking import stage_run
+from mnistlab.harness.runtime import apply_threads, stage_main
+from mnistlab.harness.tracking import stage_run
 
 
 @stage_main

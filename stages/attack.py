@@ -14,11 +14,13 @@ import importlib
 import logging
 
 from mnistlab.attacks.common.inputs import AttackInputs
+from mnistlab.core.cli import parse_args
+from mnistlab.core.config import load_params
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.params_types import ATTACK_FORMS
-from mnistlab.core.runtime import set_seeds, stage_main
-from mnistlab.core.stage import model_stage, torch_sections
-from mnistlab.core.tracking import stage_run
+from mnistlab.core.stage import MODEL_OPTIONS, model_inputs
+from mnistlab.core.tensors import set_seeds
+from mnistlab.harness.runner import torch_run
+from mnistlab.harness.runtime import apply_threads, stage_main
 
 # The one dynamic import; the dependency test formats it with the stage's --form.
 FORM_PACKAGE = "mnistlab.attacks.{form}"
@@ -28,29 +30,32 @@ log = logging.getLogger("mnistlab.attack")
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
-    s = model_stage(
+    args = parse_args(
         __doc__,
         argv,
-        form=f"one of {', '.join(ATTACK_FORMS)}",
+        **MODEL_OPTIONS,
+        form="attack form",
         metrics="metrics JSON",
         rows="CSV for dvc plots",
         figures="figure directory",
         arrays=".npz of the images the attack made",
     )
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    s = model_inputs(args, params)
     p, a = s.params, s.args
-    if a.form not in ATTACK_FORMS:
-        raise SystemExit(f"--form: unknown attack form {a.form!r}")
     form = importlib.import_module(FORM_PACKAGE.format(form=a.form))
     stage = f"attack@{a.form}-{a.model}"
     section = {f"attacks.{a.form}": getattr(p.attacks, a.form)}
-    with stage_run(stage, torch_sections(p, section)) as run:
+    with torch_run(p, stage, section) as run:
         out = form.compute(
             AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device)
         )
         log.info(
             "%s: %s", stage, {k: v for k, v in out.metrics.items() if isinstance(v, (int, float))}
         )
-        write_outputs(out, run, metrics=a.metrics, rows=a.rows, figures=a.figures, arrays=a.arrays)
+        write_outputs(out, metrics=a.metrics, rows=a.rows, figures=a.figures, arrays=a.arrays)
+        run.log_outputs(out, figures=a.figures)
 
 
 if __name__ == "__main__":

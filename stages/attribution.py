@@ -7,24 +7,37 @@ sanity-check CSVs for `dvc plots`, the maps as arrays, and the metrics.
 
 from __future__ import annotations
 
+from functools import partial
+
 from mnistlab import attribution
-from mnistlab.core.runtime import stage_main
-from mnistlab.core.stage import run_model_stage
+from mnistlab.core.cli import parse_args
+from mnistlab.core.config import load_params
+from mnistlab.core.stage import MODEL_OPTIONS, model_inputs, run_model_stage
+from mnistlab.harness.runner import torch_run
+from mnistlab.harness.runtime import apply_threads, stage_main
+
+OUTPUTS = {
+    "metrics": "metrics JSON",
+    "rows": "CSV of the deletion curves",
+    "sanity": "CSV of the sanity check",
+    "figures": "figure directory",
+    "arrays": ".npz of the attribution maps",
+}
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__, argv, **MODEL_OPTIONS, **OUTPUTS)
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    s = model_inputs(args, params)
     run_model_stage(
         "attribution",
         attribution.compute,
-        __doc__,
-        argv,
+        s,
+        partial(torch_run, params),
         tables=("sanity",),
-        metrics="metrics JSON",
-        rows="CSV of the deletion curves",
-        sanity="CSV of the sanity check",
-        figures="figure directory",
-        arrays=".npz of the attribution maps",
+        outputs=tuple(OUTPUTS),
     )
 
 

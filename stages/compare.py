@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import compare
+from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
 from mnistlab.core.outputs import write_outputs
 from mnistlab.core.params_types import MODEL_NAMES
-from mnistlab.core.runtime import parse_args, stage_main
-from mnistlab.core.tracking import stage_run
+from mnistlab.harness.runtime import stage_main
+from mnistlab.harness.tracking import stage_run
 
 # Which saved arrays the figures read: kind -> path under --arrays-dir, per model.
 SOURCES = {
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     hi = params.attacks.strong.min_eps.hi
     with stage_run("compare", {"attacks.strong.min_eps.hi": hi}) as run:
         out = compare.compute(arrays, hi=hi)
-        write_outputs(out, run, metrics=args.metrics, figures=args.figures)
+        write_outputs(out, metrics=args.metrics, figures=args.figures)
+        run.log_outputs(out, figures=args.figures)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 
 from mnistlab import download
+from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
-from mnistlab.core.runtime import parse_args, stage_main
-from mnistlab.core.tracking import stage_run
+from mnistlab.harness.runtime import stage_main
+from mnistlab.harness.tracking import stage_run
 
 log = logging.getLogger("mnistlab.download")
 # It imports no torch: a cold start beats waiting for a warm server to import
-# torch, so under DVC it runs in its own process (see mnistlab.core.warm).
+# torch, so under DVC it runs in its own process (see mnistlab.harness.warm).
 WARM = False
 
 

@@ -7,22 +7,35 @@ for `dvc plots`, and the figures.
 
 from __future__ import annotations
 
+from functools import partial
+
 from mnistlab import evaluate
-from mnistlab.core.runtime import stage_main
-from mnistlab.core.stage import run_model_stage
+from mnistlab.core.cli import parse_args
+from mnistlab.core.config import load_params
+from mnistlab.core.stage import MODEL_OPTIONS, model_inputs, run_model_stage
+from mnistlab.harness.runner import torch_run
+from mnistlab.harness.runtime import apply_threads, stage_main
+
+OUTPUTS = {
+    "metrics": "metrics JSON",
+    "rows": "CSV of (actual, predicted)",
+    "figures": "figure directory",
+}
 
 
 @stage_main
 def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__, argv, **MODEL_OPTIONS, **OUTPUTS)
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    s = model_inputs(args, params)
     run_model_stage(
         "evaluate",
         evaluate.compute,
-        __doc__,
-        argv,
+        s,
+        partial(torch_run, params),
         link_model=True,
-        metrics="metrics JSON",
-        rows="CSV of (actual, predicted)",
-        figures="figure directory",
+        outputs=tuple(OUTPUTS),
     )
 
 

@@ -10,10 +10,11 @@ import logging
 from pathlib import Path
 
 from mnistlab import report
+from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
 from mnistlab.core.files import atomic_dir
-from mnistlab.core.runtime import parse_args, stage_main
-from mnistlab.core.tracking import stage_run
+from mnistlab.harness.runtime import stage_main
+from mnistlab.harness.tracking import stage_run
 
 log = logging.getLogger("mnistlab.report")
 

@@ -8,12 +8,14 @@ training-curve figures. Logs the model to MLflow, registered as mnist-<model>.
 from __future__ import annotations
 
 from mnistlab import train
+from mnistlab.core.cli import parse_args, resolve_device
+from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import save_checkpoint
 from mnistlab.core.outputs import write_outputs
-from mnistlab.core.runtime import parse_args, set_seeds, stage_main
-from mnistlab.core.stage import torch_sections, torch_setup
-from mnistlab.core.tracking import stage_run
+from mnistlab.core.tensors import set_seeds
+from mnistlab.harness.runner import torch_run
+from mnistlab.harness.runtime import apply_threads, stage_main
 
 
 @stage_main
@@ -28,11 +30,13 @@ def main(argv: list[str] | None = None) -> None:
         rows="CSV of loss/accuracy per step",
         figures="figure directory",
     )
-    params, device = torch_setup()
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    device = resolve_device(params.device)
     cfg = params.train_for(args.model)
     images, labels = load_mnist(args.data, "train")  # MD5-verified before any compute
 
-    with stage_run(f"train@{args.model}", torch_sections(params, {"train": cfg})) as run:
+    with torch_run(params, f"train@{args.model}", {"train": cfg}) as run:
         run.log_dataset(args.data, context="training")
         set_seeds(params.seed)
         model, out = train.compute(
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(
             args.checkpoint, model, args.model, {"seed": params.seed, "train": cfg.model_dump()}
         )
-        write_outputs(out, run, metrics=args.metrics, rows=args.rows, figures=args.figures)
+        write_outputs(out, metrics=args.metrics, rows=args.rows, figures=args.figures)
+        run.log_outputs(out, figures=args.figures)
         run.log_model(model, f"mnist-{args.model}", checkpoint=args.checkpoint)
 
 

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import transfer
+from mnistlab.core.cli import parse_args, resolve_device
+from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import load_checkpoint
 from mnistlab.core.outputs import write_outputs
 from mnistlab.core.params_types import MODEL_NAMES
-from mnistlab.core.runtime import parse_args, set_seeds, stage_main
-from mnistlab.core.stage import torch_sections, torch_setup
-from mnistlab.core.tracking import stage_run
+from mnistlab.core.tensors import set_seeds
+from mnistlab.harness.runner import torch_run
+from mnistlab.harness.runtime import apply_threads, stage_main
 
 
 @stage_main
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics="metrics JSON",
         figures="figure directory",
     )
-    params, device = torch_setup()
+    params = load_params()
+    apply_threads(params.threads)  # before any torch work
+    device = resolve_device(params.device)
     models = {
         m: load_checkpoint(Path(args.models_dir) / f"{m}.pt", expected=m, device=device)[0]
         for m in MODEL_NAMES
@@ -45,13 +49,12 @@ def main(argv: list[str] | None = None) -> None:
             with np.load(Path(args.arrays_dir) / f"{form}-{m}.npz") as f:
                 arrays[form, m] = dict(f)
 
-    sections = torch_sections(
-        params, {"transfer": params.transfer, "attacks.pgd": params.attacks.pgd}
-    )
-    with stage_run("transfer", sections) as run:
+    sections = {"transfer": params.transfer, "attacks.pgd": params.attacks.pgd}
+    with torch_run(params, "transfer", sections) as run:
         gen = set_seeds(params.seed)
         out = transfer.compute(models, arrays, test, params=params, gen=gen, device=device)
-        write_outputs(out, run, metrics=args.metrics, figures=args.figures)
+        write_outputs(out, metrics=args.metrics, figures=args.figures)
+        run.log_outputs(out, figures=args.figures)
 
 
 if __name__ == "__main__":

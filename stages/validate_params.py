@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 
+from mnistlab.core.cli import parse_args, resolve_device
 from mnistlab.core.config import load_params
 from mnistlab.core.files import write_json
-from mnistlab.core.runtime import parse_args, resolve_device, stage_main
+from mnistlab.harness.runtime import stage_main
 
 log = logging.getLogger("mnistlab.validate_params")
 # It imports neither torch nor MLflow: a cold start beats waiting for a warm server to import
-# torch, so under DVC it runs in its own process (see mnistlab.core.warm).
+# torch, so under DVC it runs in its own process (see mnistlab.harness.warm).
 WARM = False
 
 

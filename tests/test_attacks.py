@@ -29,8 +29,7 @@ from mnistlab.attacks.noise import figures as noise_figs
 from mnistlab.attacks.targeted import TargetedResult, targeted
 from mnistlab.attacks.targeted import figures as targeted_figs
 from mnistlab.core.models import build_model
-from mnistlab.core.runtime import set_seeds
-from mnistlab.core.tensors import predict, to_pixels
+from mnistlab.core.tensors import predict, set_seeds, to_pixels
 from mnistlab.train import split_train_val, train_model
 
 TARGETS = [2, 3, 6]

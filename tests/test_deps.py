@@ -1,10 +1,14 @@
 """`dvc repro` is only as right as each stage's deps: check them against the real imports.
 
-A stage's code deps are its entry module, ``src/mnistlab/core`` and its own package(s),
-declared by directory so a new file is covered without anyone remembering. These tests
-walk each stage's first-party imports with ``ast`` and fail when a stage imports code
-it does not declare (an edit there would rerun nothing) or declares code it never
-imports (an edit there would rerun it for nothing).
+A stage's code deps are the science it runs: its entry module, the ``core`` files it
+imports (file by file, so an edit to one reruns only the stages that import it) and its
+own package(s) (by directory, so a new file is covered without anyone remembering). The
+harness (``src/mnistlab/harness``, and the launcher ``stages/__main__.py``) runs and
+records stages and changes no output byte: no stage declares it, and no science imports
+it. These tests walk each stage's first-party imports with ``ast`` and fail when a stage
+imports science it does not declare (an edit there would rerun nothing), declares code it
+never imports (an edit there would rerun it for nothing) or declares the harness (a
+log-line fix would rerun the study).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers.deps import entry_and_args, imported_files
+from helpers.deps import entry_and_args, imported_files, imported_names, is_harness
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "mnistlab"
+CORE = SRC / "core"
+HARNESS = [SRC / "harness", REPO / "stages" / "__main__.py"]
 # Importing any module runs these package files; they must stay empty (a docstring).
 IMPLICIT = {SRC / "__init__.py", SRC / "attacks" / "__init__.py", REPO / "stages" / "__init__.py"}
 
@@ -66,12 +72,45 @@ def test_stage_imports_only_what_it_declares(name: str, cmd: str, deps: list[Pat
     assert not unused, f"{name} declares code it never imports: {unused}"
 
 
-def test_stage_code_is_declared_by_directory() -> None:
-    """Packages are declared whole: a new file in one is covered without anyone listing it."""
+def test_stage_code_is_declared_by_directory_core_by_file() -> None:
+    """Stage packages are declared whole (a new file in one is covered without anyone
+    listing it); core file by file (an edit to one reruns only the stages importing it)."""
     for name, _, deps in STAGES:
         for d in deps:
-            if d.is_relative_to(SRC):
+            if d.is_relative_to(CORE):
+                assert d.is_file(), f"{name}: declare the core files it imports, not {d}"
+            elif d.is_relative_to(SRC):
                 assert d.is_dir(), f"{name}: declare the package directory, not {d}"
+
+
+@pytest.mark.parametrize(("name", "cmd", "deps"), STAGES, ids=[s[0] for s in STAGES])
+def test_no_stage_declares_the_harness(name: str, cmd: str, deps: list[Path]) -> None:
+    declared = [d for d in deps if any(d == h or d.is_relative_to(h) for h in HARNESS)]
+    assert not declared, f"{name} declares harness code: {declared}"
+
+
+def _modules(package: Path) -> list[tuple[Path, set[str]]]:
+    return [(p, imported_names(ast.parse(p.read_text()))) for p in sorted(package.rglob("*.py"))]
+
+
+def test_science_never_imports_the_harness() -> None:
+    """Core and every stage package: an import of the harness would make recording code
+    part of what decides the outputs, yet outside every stage's cache key."""
+    for path, names in _modules(SRC):
+        if path.is_relative_to(SRC / "harness"):
+            continue
+        bad = sorted(n for n in names if is_harness(n))
+        assert not bad, f"{path.relative_to(REPO)} imports the harness: {bad}"
+
+
+def test_harness_imports_only_core_and_itself() -> None:
+    for path, names in _modules(SRC / "harness"):
+        bad = sorted(
+            n
+            for n in names
+            if n.startswith("mnistlab.") and n.split(".")[1] not in ("core", "harness")
+        )
+        assert not bad, f"{path.relative_to(REPO)} imports science packages: {bad}"
 
 
 def _package_imports(package: Path) -> set[str]:
@@ -99,7 +138,7 @@ def test_core_imports_no_stage_package() -> None:
 def test_stage_packages_import_only_core_and_declared_packages() -> None:
     """A stage package may import only core, itself, and what every stage using it declares."""
     for package in sorted(
-        p for p in SRC.iterdir() if p.is_dir() and p.name not in ("core", "__pycache__")
+        p for p in SRC.iterdir() if p.is_dir() and p.name not in ("core", "harness", "__pycache__")
     ):
         users = [deps for _, _, deps in STAGES if any(d.is_relative_to(package) for d in deps)]
         assert users, f"no stage declares {package.name}"

@@ -1,7 +1,7 @@
 """The same params twice give byte-identical outputs on CPU; another seed does not.
 
 The first run is cold (``MNISTLAB_WARM=0``: every stage its own process) and the second
-warm (workers forked from one process with torch imported, see mnistlab.core.warm), so
+warm (workers forked from one process with torch imported, see mnistlab.harness.warm), so
 the same bytes also say that running warm changes nothing.
 """
 

@@ -338,7 +338,7 @@ def test_remote_round_trip(built: Path) -> None:
 
 def test_every_figure_directory_matches_the_registry(built: Path) -> None:
     """What each stage draws is exactly what the figure registry (and the report) expects."""
-    from mnistlab.core.figures import figure_kind, registry_mismatch
+    from mnistlab.report.registry import figure_kind, registry_mismatch
 
     dirs = sorted({p.parent for p in (built / "plots").rglob("*.png")})
     kinds = {figure_kind(d) for d in dirs}

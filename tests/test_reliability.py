@@ -259,7 +259,7 @@ def _stage_pids(repo: Path, module: str = "stages.train") -> list[int]:
     """Live processes of stage ``module`` in ``repo`` (a /proc scan; other people's
     stages elsewhere on the machine do not count): its launcher (``python -m stages
     train`` or ``python -m stages.train``) and, when it runs warm, its worker (named
-    ``stage train``, see mnistlab.core.warm)."""
+    ``stage train``, see mnistlab.harness.warm)."""
     want = os.path.realpath(repo)
     package, name = module.split(".")
     pids = []
@@ -687,7 +687,7 @@ def test_local_file_of_the_wrong_size_fails_before_copying(tmp_path: Path) -> No
 
 def test_stage_lock_names_the_holder(tmp_path: Path) -> None:
     from mnistlab.core.errors import StageBusyError
-    from mnistlab.core.supervision import lock_path, stage_lock
+    from mnistlab.harness.supervision import lock_path, stage_lock
 
     (tmp_path / ".dvc").mkdir()
     with stage_lock("train@cnn", tmp_path) as path:
@@ -708,7 +708,7 @@ def test_stage_lock_names_the_holder(tmp_path: Path) -> None:
 
 
 def test_stage_name_is_dvcs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnistlab.core.runtime import stage_name
+    from mnistlab.harness.runtime import stage_name
 
     def main() -> None: ...
 
@@ -728,7 +728,7 @@ def test_watchdog_stops_a_process_whose_parent_dies(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import os, sys, time
-        from mnistlab.core import runtime, supervision
+        from mnistlab.harness import runtime, supervision
         supervision.set_parent_death_signal = lambda sig=0: False  # watchdog only
         @runtime.stage_main
         def main(argv=None):
@@ -758,7 +758,7 @@ def test_watchdog_stops_a_process_whose_parent_dies(tmp_path: Path) -> None:
 def test_tracking_failures_are_told_apart_from_bugs() -> None:
     from mlflow.exceptions import MlflowException
 
-    from mnistlab.core.runtime import failure_message, is_tracking_failure
+    from mnistlab.harness.runtime import failure_message, is_tracking_failure
 
     assert is_tracking_failure(MlflowException("database is locked"))
     assert not is_tracking_failure(ValueError("a bug"))
@@ -792,7 +792,7 @@ def test_a_swallowed_sigterm_is_delivered_again(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import os, signal, time
-        from mnistlab.core import runtime
+        from mnistlab.harness import runtime
 
         class Dropper:
             def __del__(self):
@@ -821,8 +821,9 @@ def test_a_swallowed_sigterm_is_delivered_again(tmp_path: Path) -> None:
 
 
 def test_tracking_error_after_outputs_says_they_were_written(tmp_path: Path) -> None:
-    from mnistlab.core import files, runtime
+    from mnistlab.core import files
     from mnistlab.core.errors import TrackingError
+    from mnistlab.harness import runtime
 
     files.forget_written()
     assert runtime.failure_message("s", TrackingError("store unreachable")) is None

@@ -97,7 +97,7 @@ LOG_MODEL = textwrap.dedent(
     import torch
 
     from mnistlab.core.models import build_model
-    from mnistlab.core.tracking import stage_run
+    from mnistlab.harness.tracking import stage_run
 
     root = Path(sys.argv[1])
     torch.manual_seed(0)

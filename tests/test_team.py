@@ -248,7 +248,7 @@ def test_four_queued_experiments_lose_no_run(team: Team, queued: Queued) -> None
         assert all(r.info.status == "FINISHED" for r in got)
         assert {r.data.params["seed"] for r in stage_runs if "seed" in r.data.params} == {str(seed)}
         counts[name] = len(stage_runs)
-        # Parent runs (one per pipeline execution) where core.tracking sets them: every stage
+        # Parent runs (one per pipeline execution) where harness.tracking sets them: every stage
         # run of one experiment under the same parent, and no parent shared between two.
         parents[name] = {r.data.tags.get("mlflow.parentRunId", "") for r in stage_runs}
     with_parent = {n: p for n, p in parents.items() if p != {""}}

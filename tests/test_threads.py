@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers.params import params_with
-from mnistlab.core import procs
 from mnistlab.core.errors import ParamsError
+from mnistlab.harness import procs
 
 # Stands in for `dvc exp queue-worker <node>`: the kernel shows it as `python .../dvc exp
 # queue-worker <node>`, like the real console script. Given code, it runs it as a child
@@ -26,7 +26,7 @@ time.sleep(120)
 AUTO_IN_CHILD = """
 import os
 os.sched_getaffinity = lambda pid: set(range(8))
-from mnistlab.core import procs
+from mnistlab.harness import procs
 print(procs.auto_threads(), *procs.queue_workers())
 """
 
@@ -104,7 +104,7 @@ def test_a_stage_under_a_worker_shares_with_the_workers(
 def test_apply_threads_sets_torch_pools() -> None:
     import torch
 
-    from mnistlab.core.runtime import apply_threads
+    from mnistlab.harness.runtime import apply_threads
 
     before = torch.get_num_threads()
     try:

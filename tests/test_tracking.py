@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from helpers.params import params_with
-from mnistlab.core import procs, tracking, tracking_store
 from mnistlab.core.errors import TrackingError
+from mnistlab.harness import procs, tracking, tracking_store
 
 
 def test_uri_prefers_env_var(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_parent_race_keeps_the_oldest(
 
 PARENT_RACE = """
 import os, sys
-from mnistlab.core import procs, tracking
+from mnistlab.harness import procs, tracking
 fake = procs.ProcInfo(pid=4242, ppid=1, start=7, argv=("dvc", "repro"))
 procs.dvc_ancestor = lambda pid=None: fake
 os.environ["DVC_STAGE"] = sys.argv[1]
@@ -255,7 +255,7 @@ def test_parallel_stages_create_one_parent(store: str, tmp_path: Path) -> None:
 
 
 def test_headline_metrics() -> None:
-    from mnistlab.core.outputs import headline_metrics
+    from mnistlab.harness.tracking import headline_metrics
 
     assert headline_metrics("evaluate@cnn", {"test_accuracy": 0.99, "n": 3}) == {
         "test_accuracy.cnn": 0.99
@@ -283,7 +283,7 @@ sys.exit(subprocess.call(sys.argv[1:]))
 
 SHOW_EXECUTION = """
 import subprocess, sys
-from mnistlab.core import provenance
+from mnistlab.harness import provenance
 ex = provenance.find_execution()
 print(ex.key if ex else None, ex.name if ex else None, flush=True)
 if len(sys.argv) > 1:  # and once more from a grandchild (a stage's own subprocess)
@@ -339,7 +339,7 @@ def test_dvc_args_recognises_how_dvc_runs() -> None:
 
 HOLD_RUN = """
 import os, sys, time
-from mnistlab.core import tracking
+from mnistlab.harness import tracking
 with tracking.stage_run("train@cnn", {}) as run:
     print(os.getpid(), run.run_id, run.parent_id, flush=True)
     time.sleep(120)

@@ -109,7 +109,7 @@ def test_one_parent_holds_every_stage_run(built: Path) -> None:
 def test_data_lineage_from_dataset_to_models(built: Path) -> None:
     import mlflow
 
-    from mnistlab.core.provenance import file_sha256, mnist_dataset
+    from mnistlab.harness.provenance import file_sha256, mnist_dataset
 
     mlflow.set_tracking_uri(_uri(built))
     client = mlflow.MlflowClient()

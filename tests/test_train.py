@@ -10,8 +10,7 @@ import torch
 from helpers.mnist_small import load_small
 from helpers.params import params_with
 from mnistlab.core.models import build_model, load_checkpoint, save_checkpoint
-from mnistlab.core.runtime import set_seeds
-from mnistlab.core.tensors import random_indices, to_pixels
+from mnistlab.core.tensors import random_indices, set_seeds, to_pixels
 from mnistlab.evaluate import Evaluation, confident_mistakes, evaluate
 from mnistlab.train import random_shift, split_train_val, train_model
 

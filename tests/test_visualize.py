@@ -15,8 +15,7 @@ from torch import nn
 from helpers.mnist_small import load_small
 from helpers.params import params_with
 from mnistlab.core.models import build_model
-from mnistlab.core.runtime import set_seeds
-from mnistlab.core.tensors import to_pixels
+from mnistlab.core.tensors import set_seeds, to_pixels
 from mnistlab.train import split_train_val, train_model
 from mnistlab.visualize import figures as figs
 from mnistlab.visualize.features import activations, conv_filters, pick_images

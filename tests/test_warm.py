@@ -1,4 +1,4 @@
-"""Warm stages (mnistlab.core.warm): under a DVC process, every stage after the first runs
+"""Warm stages (mnistlab.harness.warm): under a DVC process, every stage after the first runs
 in a worker forked from one server that has torch and MLflow imported.
 
 A stand-in ``dvc`` (a script of that name, which is how the launcher recognises the
@@ -10,6 +10,7 @@ write the same bytes, and ``test_reliability`` that killing ``dvc`` leaves no wo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import pytest
 
 from conftest import REPO, run, write_params
 from helpers.runs import stage_runs, warm_servers
-from mnistlab.core.warm import SWITCH, _runs_warm
+from mnistlab.harness.warm import SWITCH, _runs_warm
 
 FAKE_DVC = f"""#!{sys.executable}
 import json, subprocess, sys
@@ -220,7 +221,9 @@ def test_stages_that_run_cold_import_no_torch(
 ) -> None:
     """``WARM = False`` is for stages that never import torch; the others all do."""
     cold = sorted(
-        p.stem for p in (REPO / "stages").glob("*.py") if not _runs_warm(f"stages.{p.stem}")
+        p.stem
+        for p in (REPO / "stages").glob("*.py")
+        if not _runs_warm(importlib.util.find_spec(f"stages.{p.stem}"))
     )
     assert cold == ["download", "validate_params"]
     write_params(project, {"data": {"sources": ["local"], "local_dir": str(mnist_raw)}})

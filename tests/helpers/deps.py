@@ -1,8 +1,10 @@
-"""What a stage really imports: its first-party modules, found with ``ast`` (no torch).
+"""What a stage really imports: its first-party science modules, found with ``ast`` (no torch).
 
-A stage's ``cmd`` is ``python -m stages <name>``: it runs ``stages/__main__.py`` (the
-launcher, see ``mnistlab.core.warm``) and then ``stages/<name>.py``; their imports
-are followed transitively through ``mnistlab`` and ``stages``.
+A stage's ``cmd`` is ``python -m stages <name>``: the launcher ``stages/__main__.py``
+(harness) runs ``stages/<name>.py``, the stage's entry module. Its imports are followed
+transitively through ``mnistlab`` and ``stages``, but never into the harness
+(``src/mnistlab/harness``): like mlflow, the harness runs and records a stage and changes
+no output byte, so it is no stage's dependency, and what it imports is not either.
 Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count.
 The one dynamic import (``FORM_PACKAGE = "mnistlab.attacks.{form}"`` in the attack
 entry module) is formatted with the stage's own ``--form`` argument.
@@ -15,6 +17,7 @@ import shlex
 from pathlib import Path
 
 FIRST_PARTY = ("mnistlab", "stages")
+HARNESS = "mnistlab.harness"
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -27,7 +30,8 @@ def module_file(root: Path, module: str) -> Path | None:
     return None
 
 
-def _imported_names(tree: ast.AST, args: dict[str, str]) -> set[str]:
+def imported_names(tree: ast.AST, args: dict[str, str] | None = None) -> set[str]:
+    """First-party modules (and ``module.name``s) that ``tree`` imports anywhere in it."""
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -36,7 +40,8 @@ def _imported_names(tree: ast.AST, args: dict[str, str]) -> set[str]:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)
         elif (
-            isinstance(node, ast.Assign)
+            args is not None
+            and isinstance(node, ast.Assign)
             and len(node.targets) == 1
             and getattr(node.targets[0], "id", "") == "FORM_PACKAGE"
         ):
@@ -44,13 +49,20 @@ def _imported_names(tree: ast.AST, args: dict[str, str]) -> set[str]:
     return {n for n in names if n.split(".")[0] in FIRST_PARTY}
 
 
+def is_harness(module: str) -> bool:
+    return module == HARNESS or module.startswith(HARNESS + ".")
+
+
 def imported_files(root: Path, entries: list[str], args: dict[str, str] | None = None) -> set[Path]:
-    """Every first-party file that running modules ``entries`` imports (transitively)."""
+    """Every first-party science file that running modules ``entries`` imports
+    (transitively), stopping at the harness."""
     args = args or {}
     seen: set[Path] = set()
     todo = list(entries)
     while todo:
         module = todo.pop()
+        if is_harness(module):
+            continue
         parts = module.split(".")
         for i in range(1, len(parts) + 1):  # parent packages run first
             path = module_file(root, ".".join(parts[:i]))
@@ -58,23 +70,19 @@ def imported_files(root: Path, entries: list[str], args: dict[str, str] | None =
                 continue
             seen.add(path)
             pkg = ".".join(parts[:i])
-            todo.extend(_imported_names(ast.parse(path.read_text()), args) - {pkg})
+            todo.extend(imported_names(ast.parse(path.read_text()), args) - {pkg})
     return seen
 
 
 def entry_and_args(cmd: str) -> tuple[list[str], dict[str, str]]:
-    """The modules a stage's ``cmd`` runs, and its ``--`` arguments.
+    """The stage module a ``cmd`` runs, and its ``--`` arguments.
 
-    ``python -m stages x --form noise ...`` -> ``(["stages.__main__", "stages.x"],
-    {"form": "noise", ...})``: the launcher, then the stage module it runs.
+    ``python -m stages x --form noise ...`` -> ``(["stages.x"], {"form": "noise", ...})``:
+    the stage module the launcher (harness) runs.
     """
     words = shlex.split(cmd)
     entry = words[words.index("-m") + 1]
-    entries = (
-        [f"{entry}.__main__", f"{entry}.{words[words.index('-m') + 2]}"]
-        if entry == "stages"
-        else [entry]
-    )
+    entries = [f"{entry}.{words[words.index('-m') + 2]}"] if entry == "stages" else [entry]
     args = {
         w[2:].replace("-", "_"): v
         for w, v in zip(words, words[1:], strict=False)

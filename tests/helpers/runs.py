@@ -69,8 +69,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 
 def warm_servers(dvc_pid: int | None = None) -> list[int]:
-    """Live warm servers (``python -m mnistlab.core.warm PATH PID START``, see
-    mnistlab.core.warm), all of them or only those serving the DVC process ``dvc_pid``."""
+    """Live warm servers (``python -m mnistlab.harness.warm PATH PID START``, see
+    mnistlab.harness.warm), all of them or only those serving the DVC process ``dvc_pid``."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -79,6 +79,6 @@ def warm_servers(dvc_pid: int | None = None) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone
             continue
-        if b"mnistlab.core.warm" in argv and (dvc_pid is None or str(dvc_pid).encode() in argv):
+        if b"mnistlab.harness.warm" in argv and (dvc_pid is None or str(dvc_pid).encode() in argv):
             pids.append(int(entry.name))
     return pids

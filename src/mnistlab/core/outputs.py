@@ -1,26 +1,21 @@
-"""One shape for what a stage produces, and one way to write and log it.
+"""One shape for what a stage produces, and one way to write it.
 
 A stage's library function returns a :class:`StageOutputs`; the entry point hands it
 to :func:`write_outputs` with the paths from ``dvc.yaml``. Every file is written
-atomically (temp file + rename), then the same metrics and figures are logged to
-the stage's MLflow run, and its headline numbers (:func:`headline_metrics`) to the
-pipeline's parent run.
+atomically (temp file + rename). Logging the same outputs to MLflow is the harness's
+job (``StageRun.log_outputs``), after they are written: it changes no byte here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistlab.core.files import atomic_dir, write_csv, write_json, write_npz
-from mnistlab.core.runtime import mark_outputs_written
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from mnistlab.core.tracking import StageRun
 
 
 @dataclasses.dataclass
@@ -44,37 +39,8 @@ class StageOutputs:
     tables: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
 
-# Robust accuracy is summarised on the parent run at these eps (when the grid has them).
-HEADLINE_EPS = ("0.1", "0.3")
-HEADLINE_FORMS = ("pgd", "strong")
-
-
-def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The few numbers of a stage worth seeing on its pipeline's parent run.
-
-    ``evaluate@<m>`` gives ``test_accuracy.<m>``; ``attack@pgd-<m>`` and
-    ``attack@strong-<m>`` give ``robust_accuracy.<form>.<m>.<eps>`` at eps 0.1 and 0.3;
-    other stages give nothing.
-    """
-    kind, _, item = stage.partition("@")
-    if kind == "evaluate" and isinstance(metrics.get("test_accuracy"), (int, float)):
-        return {f"test_accuracy.{item}": float(metrics["test_accuracy"])}
-    form, _, model = item.partition("-")
-    if kind != "attack" or form not in HEADLINE_FORMS:
-        return {}
-    curve = metrics.get("robust_accuracy", {})
-    if form == "strong":
-        curve = curve.get("strong", {})  # the worst case over the ensemble
-    return {
-        f"robust_accuracy.{form}.{model}.{eps}": float(curve[eps])
-        for eps in HEADLINE_EPS
-        if isinstance(curve.get(eps), (int, float))
-    }
-
-
 def write_outputs(
     out: StageOutputs,
-    run: StageRun | None,
     *,
     metrics: str | Path | None = None,
     rows: str | Path | None = None,
@@ -82,7 +48,7 @@ def write_outputs(
     arrays: str | Path | None = None,
     tables: dict[str, str | Path] | None = None,
 ) -> None:
-    """Write each non-empty part of ``out`` to its path, then log it to ``run``.
+    """Write each non-empty part of ``out`` to its path.
 
     Raises:
         ValueError: a part has content but no path (or a path but no content), which
@@ -114,11 +80,3 @@ def write_outputs(
                 save_figure(fig, Path(tmp) / f"{name}.png")
     if arrays is not None:
         write_npz(arrays, out.arrays)
-    mark_outputs_written()  # from here on a failure must say the outputs were replaced
-    if run is not None:
-        run.log_metrics(out.metrics)
-        run.log_summary(headline_metrics(run.stage, out.metrics))
-        for name, (steps, values) in out.series.items():
-            run.log_series(name, steps, values)
-        if figures is not None:
-            run.log_artifacts([figures], "figures")

@@ -1,29 +1,34 @@
-"""What a stage that reads one trained model does before it computes.
+"""A stage that reads one trained model: its inputs, and the whole of it when its job is
+one library call.
 
-Parse ``--model``, ``--data``, ``--checkpoint`` and the stage's own options (paths come
-from ``dvc.yaml``), validate params, pick the device, load the checkpoint (checked
-against ``--model``) and the MD5-verified MNIST test split: all of it before the
-stage's MLflow run opens, so a bad input fails in one line and changes nothing.
-
-Every torch stage (per-model or not) starts with :func:`torch_setup` and logs
-:func:`torch_sections` with its run.
+The checkpoint is checked against ``--model`` and MNIST is MD5-verified, both before the
+stage's MLflow run opens, so a bad input fails in one line and changes nothing. How the
+stage is run around this (threads, its MLflow run) is ``mnistlab.harness.runner``; this
+module only calls the ``record`` it is handed, and nothing it records changes a byte.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mnistlab.core.config import Params, load_params
+from mnistlab.core.cli import resolve_device
+from mnistlab.core.config import Params
 from mnistlab.core.mnist import load_mnist
 from mnistlab.core.models import load_checkpoint
 from mnistlab.core.outputs import StageOutputs, write_outputs
-from mnistlab.core.runtime import apply_threads, parse_args, resolve_device
-from mnistlab.core.tracking import stage_run
+
+# The command-line options of every stage that reads one trained model.
+MODEL_OPTIONS = {
+    "model": "model name",
+    "data": "raw MNIST directory",
+    "checkpoint": "checkpoint file",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,37 +43,10 @@ class ModelStage:
     labels: Tensor  # int64 (N,)
 
 
-def torch_setup() -> tuple[Params, torch.device]:
-    """Validated params, torch's thread pools sized from them (before any torch work), and
-    the resolved device."""
-    params = load_params()
-    apply_threads(params.threads)  # before any torch work
-    return params, resolve_device(params.device)
-
-
-def torch_sections(params: Params, sections: dict[str, Any]) -> dict[str, Any]:
-    """The params a torch stage's run logs: ``seed``, ``device``, ``threads``, then its own
-    ``sections`` (``{key: value}``, e.g. ``{"train": cfg}``)."""
-    return {"seed": params.seed, "device": params.device, "threads": params.threads, **sections}
-
-
-def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> ModelStage:
-    """Everything a per-model stage needs before it computes.
-
-    Args:
-        doc: the stage's docstring, for ``--help``.
-        argv: the command line (``None``: ``sys.argv``).
-        options: the stage's own required options, ``name=help``.
-    """
-    args = parse_args(
-        doc,
-        argv,
-        model="model name",
-        data="raw MNIST directory",
-        checkpoint="checkpoint file",
-        **options,
-    )
-    params, device = torch_setup()
+def model_inputs(args: Any, params: Params) -> ModelStage:
+    """Resolve the device, load ``args.checkpoint`` (it must hold ``args.model``) and the
+    test split of ``args.data``."""
+    device = resolve_device(params.device)
     model, _ = load_checkpoint(args.checkpoint, expected=args.model, device=device)
     images, labels = load_mnist(args.data, "test")  # MD5-verified before any compute
     return ModelStage(args, params, device, model, images, labels)
@@ -77,12 +55,12 @@ def model_stage(doc: str | None, argv: list[str] | None, **options: str) -> Mode
 def run_model_stage(
     stage: str,
     compute: Callable[..., StageOutputs],
-    doc: str | None,
-    argv: list[str] | None,
+    s: ModelStage,
+    record: Callable[[str, dict[str, Any]], AbstractContextManager[Any]],
     *,
     tables: tuple[str, ...] = (),
     link_model: bool = False,
-    **outputs: str,
+    outputs: tuple[str, ...],
 ) -> None:
     """The whole of a per-model stage whose library call is ``compute``.
 
@@ -91,16 +69,17 @@ def run_model_stage(
 
     Args:
         stage: the stage (and params section) name, e.g. ``"evaluate"``.
+        s: the stage's inputs (:func:`model_inputs`).
+        record: ``record(run_name, {section: params})`` opens the stage's MLflow run
+            (``mnistlab.harness.runner.torch_run``).
         tables: output options that are extra CSV tables (``StageOutputs.tables``).
         link_model: log the test set as the run's dataset input and link the run's
             metrics to the logged model that produced the checkpoint (evaluation).
-        outputs: the stage's output options, ``name=help`` (metrics, rows, figures, arrays
-            and the tables).
+        outputs: the stage's output options (metrics, rows, figures, arrays, the tables).
     """
-    s = model_stage(doc, argv, **outputs)
     p, a = s.params, s.args
     cfg = getattr(p, stage)
-    with stage_run(f"{stage}@{a.model}", torch_sections(p, {stage: cfg})) as run:
+    with record(f"{stage}@{a.model}", {stage: cfg}) as run:
         if link_model:
             run.log_dataset(a.data, context="evaluation")
             run.use_model(a.checkpoint)  # test metrics are linked to the model train logged
@@ -108,4 +87,5 @@ def run_model_stage(
             s.model, s.images, s.labels, name=a.model, cfg=cfg, seed=p.seed, device=s.device
         )
         paths = {k: getattr(a, k) for k in outputs if k not in tables}
-        write_outputs(out, run, tables={t: getattr(a, t) for t in tables}, **paths)
+        write_outputs(out, tables={t: getattr(a, t) for t in tables}, **paths)
+        run.log_outputs(out, figures=paths.get("figures"))

@@ -1,4 +1,4 @@
-"""Tensor helpers every torch-using stage shares: pixels, batching, prediction, seeds.
+"""Tensor helpers every torch-using stage shares: seeds, pixels, batching, prediction.
 
 MNIST stays a uint8 tensor in memory; :func:`to_pixels` turns a batch of it into
 float pixels in [0, 1] shaped ``(B, 1, 28, 28)``, the one input format of every model.
@@ -7,11 +7,21 @@ float pixels in [0, 1] shaped ``(B, 1, 28, 28)``, the one input format of every 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def set_seeds(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 def to_pixels(images: Tensor, *, channels_last: bool = False) -> Tensor:

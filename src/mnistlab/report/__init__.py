@@ -2,7 +2,7 @@
 our numbers beside the reference report's, and what the study adds beyond it.
 
 The page is rendered from ``template.html.j2`` (Jinja2). Figures are embedded as
-base64 PNGs, looked up through the figure registry (:data:`mnistlab.core.figures.FIGURES`);
+base64 PNGs, looked up through the figure registry (:data:`mnistlab.report.registry.FIGURES`);
 a missing figure is an error, never a placeholder.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.figures import FIGURES
 from mnistlab.core.params_types import MODEL_NAMES
+from mnistlab.report.registry import FIGURES
 
 # What the reference course report measured (EE6132 assignment 2, 2019).
 REFERENCE = {

@@ -1,6 +1,6 @@
 """Supervision of a running stage: SIGTERM, dying with its parent, its per-stage lock.
 
-:func:`mnistlab.core.runtime.stage_main` runs every stage inside :func:`stage_watchdog`
+:func:`mnistlab.harness.runtime.stage_main` runs every stage inside :func:`stage_watchdog`
 and :func:`stage_lock`, with :func:`_terminate` as its SIGTERM handler; ``_state`` is
 what the running stage has done so far, shared with it.
 """
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core import procs
 from mnistlab.core.errors import StageBusyError
+from mnistlab.harness import procs
 
 log = logging.getLogger("mnistlab")
 
@@ -35,6 +35,7 @@ PARENT_POLL_S = 1.0
 REARM_S = 2.0
 LOCK_DIR = Path(".dvc") / "tmp" / "mnistlab-locks"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_NAME = 15
 
 
 class _State:
@@ -71,22 +72,29 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent dies.
-
-    Returns:
-        whether the kernel accepted it (``False`` elsewhere than Linux).
-    """
+def prctl(option: int, arg: int | bytes) -> bool:
+    """Linux's ``prctl(option, arg)`` for this process; whether the kernel accepted it
+    (``False`` elsewhere than Linux)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
+        value = ctypes.c_char_p(arg) if isinstance(arg, bytes) else ctypes.c_ulong(arg)
         zero = ctypes.c_ulong(0)
-        return libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(int(sig)), zero, zero, zero) == 0
+        return libc.prctl(option, value, zero, zero, zero) == 0
     except (OSError, AttributeError):
         return False
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies.
+
+    Returns:
+        whether the kernel accepted it (``False`` elsewhere than Linux).
+    """
+    return prctl(_PR_SET_PDEATHSIG, int(sig))
 
 
 def _watchdog(
@@ -141,7 +149,7 @@ def stage_watchdog(ppid: int | None = None, interval: float = PARENT_POLL_S) -> 
     # DVC runs a stage through `$SHELL -c` (or /bin/sh), and a shell such as dash forks
     # the command instead of replacing itself: the stage's parent is then the shell,
     # which outlives a killed DVC. So the DVC process is watched too.
-    # A warm worker (mnistlab.core.warm) acts for its launcher: that process is watched.
+    # A warm worker (mnistlab.harness.warm) acts for its launcher: that process is watched.
     watched = [procs.dvc_ancestor(), procs.stage_process()] if watching_default else []
     watched = [p for p in watched if p is not None and p.pid != os.getpid()]
     stop = threading.Event()
@@ -167,7 +175,7 @@ def lock_path(name: str, root: str | Path | None = None) -> Path:
     where the outputs are written (the current project), not ``DVC_ROOT``: queued
     experiments run in their own copies and may run the same stage at once.
     """
-    from mnistlab.core.provenance import find_root
+    from mnistlab.harness.provenance import find_root
 
     root = Path(root) if root is not None else find_root()
     safe = re.sub(r"[^A-Za-z0-9@._-]", "_", name)

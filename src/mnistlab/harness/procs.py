@@ -59,10 +59,15 @@ _origin: ProcInfo | None = None
 
 
 def adopt(launcher: ProcInfo) -> None:
-    """Act for ``launcher``: a warm worker (:mod:`mnistlab.core.warm`) runs the stage
+    """Act for ``launcher``: a warm worker (:mod:`mnistlab.harness.warm`) runs the stage
     that process was started for, so its ancestors and age are the stage's."""
     global _origin
     _origin = launcher
+
+
+def launcher() -> ProcInfo | None:
+    """The launcher a warm worker acts for (:func:`adopt`); None in a cold stage."""
+    return _origin
 
 
 def stage_process() -> ProcInfo | None:

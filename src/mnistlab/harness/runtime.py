@@ -1,4 +1,4 @@
-"""The stage runtime: logging, signals, one-line errors, seeds, device and threads.
+"""The stage runtime: logging, signals, one-line errors, torch threads.
 
 Stage modules under ``stages/`` wrap their ``main`` with :func:`stage_main`; an
 expected failure (bad params, bad data, unreachable store) ends the process with
@@ -21,18 +21,17 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.core.errors import MnistlabError, ParamsError, TrackingError
-from mnistlab.core.supervision import _state, _terminate, stage_lock, stage_watchdog
+from mnistlab.core.errors import MnistlabError, TrackingError
+from mnistlab.harness.supervision import _state, _terminate, stage_lock, stage_watchdog
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
-    import torch
+    pass
 
 log = logging.getLogger("mnistlab")
 
@@ -44,9 +43,9 @@ MAX_REASON = 300  # characters of a foreign error kept in a one-line message
 TRACKING_PACKAGES = ("mlflow", "sqlalchemy", "sqlite3", "alembic", "botocore", "boto3")
 # The tracking modules: a frame in any of them makes the failure the store's.
 TRACKING_MODULES = (
-    "mnistlab.core.tracking",
-    "mnistlab.core.tracking_store",
-    "mnistlab.core.provenance",
+    "mnistlab.harness.tracking",
+    "mnistlab.harness.tracking_store",
+    "mnistlab.harness.provenance",
 )
 
 
@@ -222,22 +221,11 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def set_seeds(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a CPU generator seeded the same way."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def apply_threads(setting: str | int) -> int:
     """Size torch's thread pools from the ``threads`` param, before any torch work.
 
     ``auto``: the cores this process may use divided by the DVC queue workers running
-    (see :func:`mnistlab.core.procs.auto_threads`), at least 1; an int: that many.
+    (see :func:`mnistlab.harness.procs.auto_threads`), at least 1; an int: that many.
     Sets the intra-op threads and, unless its pool has started, the inter-op ones.
 
     Returns:
@@ -245,7 +233,7 @@ def apply_threads(setting: str | int) -> int:
     """
     import torch
 
-    from mnistlab.core.procs import auto_threads
+    from mnistlab.harness.procs import auto_threads
 
     root = os.environ.get("DVC_ROOT") or os.getcwd()
     n = auto_threads(root) if setting == "auto" else int(setting)
@@ -257,28 +245,3 @@ def apply_threads(setting: str | int) -> int:
         pass
     log.info("torch threads: %d (threads: %s)", n, setting)
     return n
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def parse_args(doc: str | None, argv: list[str] | None, **options: str) -> Any:
-    """Parse a stage's required ``--name value`` options (paths come from ``dvc.yaml``).
-
-    Args:
-        options: ``name=help``; ``checkpoint_dir`` becomes ``--checkpoint-dir``.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc)
-    for name, help_text in options.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=help_text)
-    return parser.parse_args(argv)

@@ -14,7 +14,7 @@ per stage:
 The worker is the stage. It runs in the launcher's directory with its environment and
 file descriptors, and names itself ``stage <name>`` (``ps``, ``/proc/<pid>/comm``).
 It watches the launcher and the DVC process as a stage watches its parent (see
-:mod:`mnistlab.core.supervision`) and sends back its exit status. The launcher exits
+:mod:`mnistlab.harness.supervision`) and sends back its exit status. The launcher exits
 with that status, so DVC sees what it always saw. Ctrl-C, SIGTERM and SIGHUP sent
 to the launcher are passed on to the worker. The server leaves when its DVC process
 does.
@@ -49,7 +49,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core import procs
+from mnistlab.harness import procs
 
 SWITCH = "MNISTLAB_WARM"  # "0" runs every stage cold, in its own process
 # What a torch stage imports from outside the project, ~5 s together on 2 cores; the
@@ -69,7 +69,6 @@ POLL_S = 0.5  # how often the server checks that its DVC process still runs
 START_WAIT_S = 60.0  # the longest a stage waits for a starting server, then runs cold
 _LEN = struct.Struct("!I")  # request length
 _INT = struct.Struct("!i")  # the worker's pid, then its exit status
-_PR_SET_NAME = 15  # <linux/prctl.h>
 USAGE = "usage: python -m stages <stage> [args...]   e.g. python -m stages train --model cnn"
 
 
@@ -112,10 +111,11 @@ def launch(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     module, args = f"stages.{argv[0]}", argv[1:]
-    if importlib.util.find_spec(module) is None:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
         print(f"unknown stage {argv[0]}: there is no stages/{argv[0]}.py", file=sys.stderr)
         return 2
-    dvc = procs.dvc_ancestor() if enabled() and _runs_warm(module) else None
+    dvc = procs.dvc_ancestor() if enabled() and _runs_warm(spec) else None
     if dvc is not None:
         try:
             path = socket_path(dvc)
@@ -134,12 +134,11 @@ def launch(argv: list[str]) -> int:
     return 0
 
 
-def _runs_warm(module: str) -> bool:
+def _runs_warm(spec: importlib.machinery.ModuleSpec) -> bool:
     """False for a stage module that says ``WARM = False`` (at its top level): one that
     imports no torch starts cold faster than a server can import it."""
-    spec = importlib.util.find_spec(module)
     try:
-        tree = ast.parse(Path(spec.origin).read_bytes()) if spec and spec.origin else None
+        tree = ast.parse(Path(spec.origin).read_bytes()) if spec.origin else None
     except (OSError, SyntaxError, ValueError):
         return True
     for node in tree.body if tree else []:
@@ -204,8 +203,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def _hand_off(path: Path, module: str, args: list[str]) -> int | None:
     """Have the warm server run the stage; its exit status, or None if none took it."""
-    if not path.exists():
-        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
@@ -246,7 +243,7 @@ def _wait(sock: socket.socket, worker: int) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    from mnistlab.core.supervision import set_parent_death_signal
+    from mnistlab.harness.supervision import set_parent_death_signal
 
     set_parent_death_signal(signal.SIGTERM)  # our parent gone: the worker is told too
     with sock:
@@ -263,7 +260,7 @@ def _wait(sock: socket.socket, worker: int) -> int:
 
 def _start_server(path: Path, dvc: procs.ProcInfo) -> subprocess.Popen | None:
     """Start the warm server for ``dvc`` in the background; None if it cannot start."""
-    cmd = [sys.executable, "-m", "mnistlab.core.warm", str(path), str(dvc.pid), str(dvc.start)]
+    cmd = [sys.executable, "-m", "mnistlab.harness.warm", str(path), str(dvc.pid), str(dvc.start)]
     with contextlib.suppress(OSError):
         return subprocess.Popen(
             cmd,
@@ -352,11 +349,10 @@ def _fork_worker(conn: socket.socket, server_fds: list[int]) -> None:
 
 
 def _set_name(name: str) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
+    """The name ``ps`` shows for this process (15 bytes at most)."""
+    from mnistlab.harness.supervision import PR_SET_NAME, prctl
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def _work(conn: socket.socket, request: dict, fds: list[int]) -> int:
@@ -410,5 +406,5 @@ def _run(module: str) -> int:
     return 0
 
 
-if __name__ == "__main__":  # the warm server: python -m mnistlab.core.warm PATH PID START
+if __name__ == "__main__":  # the warm server: python -m mnistlab.harness.warm PATH PID START
     sys.exit(serve(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

@@ -1,6 +1,6 @@
 """The MLflow store of the stages: its location, experiment, parent runs and liveness.
 
-:class:`_Store` is the MLflow side of one stage (see :mod:`mnistlab.core.tracking` for
+:class:`_Store` is the MLflow side of one stage (see :mod:`mnistlab.harness.tracking` for
 how parent runs and liveness work); :func:`tracking_uri` says where the store is.
 """
 
@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core import procs
 from mnistlab.core.config import flatten
 from mnistlab.core.errors import TrackingError
-from mnistlab.core.provenance import Execution, git_commit, project_root
+from mnistlab.harness import procs
+from mnistlab.harness.provenance import Execution, git_commit, project_root
 
 log = logging.getLogger(__name__)
 
@@ -276,16 +276,18 @@ def _prepare_env() -> None:
 
 
 def _run_tags(name: str, host: str, parent_id: str | None, ex: Execution | None) -> dict:
-    me = procs.stage_process()
+    worker = procs.proc_info(os.getpid())  # this process, None without /proc
+    launcher = procs.launcher()  # the process a warm worker acts for
+    me = launcher or worker
     tags = {
         "stage": name,
         "run_kind": "stage",
         "git_commit": git_commit(),
         "host": host,
         "pid": str(os.getpid()),
-        "warm": str(me is not None and me.pid != os.getpid()).lower(),
+        "warm": str(launcher is not None).lower(),
     }
-    if worker := procs.proc_info(os.getpid()):
+    if worker is not None:
         tags["pid_start"] = str(worker.start)
     if me is not None and (age := procs.age_seconds(me)) is not None:
         tags["startup_seconds"] = f"{age:.2f}"  # from the launcher's start when warm

@@ -1,6 +1,6 @@
 """Where a stage runs and what it reads: project root, commit, pipeline execution, dataset.
 
-The facts :mod:`mnistlab.core.tracking` records about a stage run: none of them needs
+The facts :mod:`mnistlab.harness.tracking` records about a stage run: none of them needs
 MLflow, so they are cheap to compute (and to test) on their own.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from mnistlab.core import procs
+from mnistlab.harness import procs
 
 DATASET_NAME = "mnist"
 

@@ -1,10 +1,11 @@
 """MLflow tracking for stages: one run per executed stage, under one parent run per
 pipeline execution, in the project's own store.
 
-This module and :mod:`mnistlab.core.tracking_store` are the only library modules that
-touch MLflow (``core/outputs.py`` goes through :class:`StageRun`); stage modules use
-:func:`stage_run` and nothing else. MLflow is imported lazily so stages that fail early
-(bad params) pay nothing for it.
+This module and :mod:`mnistlab.harness.tracking_store` are the only library modules that
+touch MLflow; stage modules use :func:`stage_run` and the :class:`StageRun` it yields
+(``run.log_outputs`` after ``core.outputs.write_outputs``). MLflow is imported lazily so
+stages that fail early (bad params) pay nothing for it. ``MNISTLAB_TRACKING=0`` runs a
+stage without MLflow: it writes the same bytes (the harness records, it never decides).
 
 **One parent per execution.** Every stage run that DVC starts is a child (tag
 ``mlflow.parentRunId``) of one parent run per pipeline execution: one ``dvc repro``,
@@ -12,7 +13,7 @@ one ``dvc exp run``, one queued experiment. The parent is named after the experi
 (``DVC_EXP_NAME``) or, for a plain ``dvc repro``, ``<commit>-params-<digest>`` (the
 short commit and a digest of ``params.yaml``). Stages of one execution find it by its
 *execution key*: host, boot id, pid and start time of the nearest ``dvc`` process
-above the stage (:func:`mnistlab.core.procs.dvc_ancestor`: ``dvc repro``, ``dvc exp
+above the stage (:func:`mnistlab.harness.procs.dvc_ancestor`: ``dvc repro``, ``dvc exp
 run``, or the ``dvc exp exec-run`` that runs one queued experiment), tagged
 ``execution`` on the parent. The first stage creates it while holding an exclusive
 file lock (every stage of one execution runs on the dvc process's host, so a local
@@ -39,21 +40,32 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnistlab.core.config import flatten
 from mnistlab.core.errors import TrackingError
-from mnistlab.core.provenance import (
+from mnistlab.harness.provenance import (
     DatasetInfo,
     file_sha256,
     find_execution,
     find_root,
     mnist_dataset,
 )
-from mnistlab.core.tracking_store import _first_line, _prepare_env, _run_tags, _Store, tracking_uri
+from mnistlab.harness.runtime import mark_outputs_written
+from mnistlab.harness.tracking_store import (
+    _first_line,
+    _prepare_env,
+    _run_tags,
+    _Store,
+    tracking_uri,
+)
+
+if TYPE_CHECKING:
+    from mnistlab.core.outputs import StageOutputs
 
 log = logging.getLogger(__name__)
 
+TRACKING_SWITCH = "MNISTLAB_TRACKING"  # "0": stages record nothing in MLflow
 WORKSPACE_ALIAS = "workspace"  # the registry alias of models the workspace pipeline trains
 CHECKPOINT_TAG = "checkpoint_sha256"  # on logged models: which checkpoint file they are
 
@@ -75,6 +87,34 @@ def numeric_items(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, flo
             if math.isfinite(value):
                 out[full] = float(value)
     return out
+
+
+# Robust accuracy is summarised on the parent run at these eps (when the grid has them).
+HEADLINE_EPS = ("0.1", "0.3")
+HEADLINE_FORMS = ("pgd", "strong")
+
+
+def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The few numbers of a stage worth seeing on its pipeline's parent run.
+
+    ``evaluate@<m>`` gives ``test_accuracy.<m>``; ``attack@pgd-<m>`` and
+    ``attack@strong-<m>`` give ``robust_accuracy.<form>.<m>.<eps>`` at eps 0.1 and 0.3;
+    other stages give nothing.
+    """
+    kind, _, item = stage.partition("@")
+    if kind == "evaluate" and isinstance(metrics.get("test_accuracy"), (int, float)):
+        return {f"test_accuracy.{item}": float(metrics["test_accuracy"])}
+    form, _, model = item.partition("-")
+    if kind != "attack" or form not in HEADLINE_FORMS:
+        return {}
+    curve = metrics.get("robust_accuracy", {})
+    if form == "strong":
+        curve = curve.get("strong", {})  # the worst case over the ensemble
+    return {
+        f"robust_accuracy.{form}.{model}.{eps}": float(curve[eps])
+        for eps in HEADLINE_EPS
+        if isinstance(curve.get(eps), (int, float))
+    }
 
 
 # --------------------------------------------------------------------------- stage runs
@@ -109,6 +149,17 @@ class StageRun:
             self._mlflow.log_metrics(
                 items, run_id=self.run_id, model_id=self.model_id, dataset=self.dataset
             )
+
+    def log_outputs(self, out: StageOutputs, *, figures: str | Path | None = None) -> None:
+        """Log what ``core.outputs.write_outputs`` just wrote: the metrics (and the headline
+        ones to the parent run), the step series and the figure directory."""
+        mark_outputs_written()  # from here on a failure must say the outputs were replaced
+        self.log_metrics(out.metrics)
+        self.log_summary(headline_metrics(self.stage, out.metrics))
+        for name, (steps, values) in out.series.items():
+            self.log_series(name, steps, values)
+        if figures is not None:
+            self.log_artifacts([figures], "figures")
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         """Push a few headline numbers to the parent run (``test_accuracy.cnn``)."""
@@ -238,6 +289,29 @@ class StageRun:
         return self._mlflow
 
 
+class UntrackedRun:
+    """What :func:`stage_run` yields with ``MNISTLAB_TRACKING=0``: a :class:`StageRun`
+    whose calls record nothing, so a stage runs the same code with or without MLflow."""
+
+    run_id = parent_id = model_id = None
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def log_outputs(self, out: StageOutputs, *, figures: str | Path | None = None) -> None:
+        mark_outputs_written()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or not callable(getattr(StageRun, name, None)):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+def tracking_enabled() -> bool:
+    """False when ``MNISTLAB_TRACKING=0``: stages then run without opening MLflow at all."""
+    return os.environ.get(TRACKING_SWITCH, "1") != "0"
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
     """Open the MLflow run of one executed stage, as a child of its execution's parent.
@@ -255,6 +329,11 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
     is interrupted (SIGINT/SIGTERM); one killed outright is marked KILLED by the next
     run of the same stage on this host.
     """
+    name = os.environ.get("DVC_STAGE") or stage
+    if not tracking_enabled():
+        log.info("%s: not tracked (%s=0)", name, TRACKING_SWITCH)
+        yield UntrackedRun(name)
+        return
     _prepare_env()
     uri = tracking_uri()
     try:
@@ -264,7 +343,6 @@ def stage_run(stage: str, params: Mapping[str, Any]) -> Iterator[StageRun]:
         raise TrackingError(f"MLflow tracking store {uri} is unreachable: {reason}") from None
     store.check_writable()
 
-    name = os.environ.get("DVC_STAGE") or stage
     host = socket.gethostname()
     try:
         store.sweep_stale(name, host)
