@@ -1,4 +1,4 @@
-"""What a stage can learn about the processes around it, from ``/proc`` (Linux).
+"""What a stage can learn about the processes around it (psutil reads ``/proc`` on Linux).
 
 - Which ``dvc`` process runs this stage (:func:`dvc_ancestor`): its pid and start time
   identify one pipeline execution (one ``dvc repro``, one ``dvc exp run``, or one
@@ -12,7 +12,7 @@
 - Whether a recorded pid still runs (:func:`is_alive`), guarding against pid reuse
   with the start time.
 
-Elsewhere than Linux every answer is "unknown": no ancestor, no workers, alive.
+A process whose details cannot be read is "unknown": no ancestor, no worker, alive.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-PROC = Path("/proc")
+import psutil
+
 WORKER_CMD = ("exp", "queue-worker")
 
 
@@ -32,8 +34,8 @@ class ProcInfo:
     """One process: pid, parent pid, start time and command line.
 
     Attributes:
-        start: clock ticks after boot at which it started (``/proc/<pid>/stat`` field
-            22); with the pid and the boot id it names the process uniquely.
+        start: when it started, in milliseconds since the epoch (psutil's
+            ``create_time``); with the pid it names the process uniquely.
     """
 
     pid: int
@@ -43,16 +45,19 @@ class ProcInfo:
 
 
 def proc_info(pid: int) -> ProcInfo | None:
-    """The process ``pid``, or None when it does not exist (or /proc is absent)."""
+    """The process ``pid``, or None when it does not exist or cannot be read."""
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
-        raw = (PROC / str(pid) / "cmdline").read_bytes()
-    except OSError:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            return ProcInfo(
+                pid=pid, ppid=p.ppid(), start=_millis(p.create_time()), argv=tuple(p.cmdline())
+            )
+    except (psutil.Error, OSError):
         return None
-    # Field 2 (the command name) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-    return ProcInfo(pid=pid, ppid=int(fields[1]), start=int(fields[19]), argv=argv)
+
+
+def _millis(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 _origin: ProcInfo | None = None
@@ -116,27 +121,22 @@ def dvc_ancestor(pid: int | None = None) -> ProcInfo | None:
 
 
 def boot_id() -> str:
-    """This boot's id (pids and start times repeat across boots); '' when unknown."""
+    """This boot, as its start time in seconds (pids repeat across boots); '' when unknown."""
     try:
-        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
-    except OSError:
+        return str(round(psutil.boot_time()))
+    except (psutil.Error, OSError):
         return ""
 
 
 def is_alive(pid: int, start: int | None = None) -> bool:
     """Whether ``pid`` runs on this host and, given ``start``, is the process that did."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        p = psutil.Process(pid)
+        return start is None or _millis(p.create_time()) == start
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    except OSError:
+    except (psutil.Error, OSError):
         return True  # cannot tell: assume alive rather than mark a live run killed
-    if start is None:
-        return True
-    info = proc_info(pid)
-    return info is None or info.start == start  # None: no /proc, cannot tell
 
 
 def worker_node(argv: tuple[str, ...]) -> str | None:
@@ -175,14 +175,13 @@ def queue_workers(root: str | Path | None = None) -> tuple[int, bool]:
             break
     if not prefixes and root is not None:
         prefixes = queue_prefixes(root)
-    if not prefixes or not PROC.is_dir():
+    if not prefixes:
         return 0, inside
     nodes = set()
-    for entry in PROC.iterdir():
-        if entry.name.isdigit() and (info := proc_info(int(entry.name))) is not None:
-            node = worker_node(info.argv)
-            if node and _prefix(node) in prefixes:
-                nodes.add(node)  # one per worker, however its process shows up
+    for p in psutil.process_iter(["cmdline"]):
+        node = worker_node(tuple(p.info["cmdline"] or ()))
+        if node and _prefix(node) in prefixes:
+            nodes.add(node)  # one per worker, however its process shows up
     return len(nodes), inside
 
 
@@ -203,10 +202,6 @@ def auto_threads(root: str | Path | None = None) -> int:
     return max(1, cores // max(1, sharers))
 
 
-def age_seconds(info: ProcInfo) -> float | None:
-    """Seconds since the process ``info`` started (None when /proc cannot tell)."""
-    try:
-        uptime = float((PROC / "uptime").read_text().split()[0])
-        return max(0.0, uptime - info.start / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
+def age_seconds(info: ProcInfo) -> float:
+    """Seconds since the process ``info`` started."""
+    return max(0.0, time.time() - info.start / 1000)

@@ -187,34 +187,37 @@ def lock_path(name: str, root: str | Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def stage_lock(name: str, root: str | Path | None = None) -> Iterator[Path]:
-    """Hold the stage's exclusive lock (``flock``) while the body runs.
+    """Hold the stage's exclusive lock (``filelock``: ``flock`` on Linux) while the body runs.
+
+    The holder writes its pid into the lock file, so a second writer can name it.
 
     Raises:
         StageBusyError: another live process holds it; the message names its pid.
     """
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): run unlocked
-        yield Path(os.devnull)
-        return
+    from filelock import FileLock, Timeout
+
     path = lock_path(name, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(path, timeout=0, mode=0o644, on_acquired=_write_pid)
     try:
+        lock.acquire()
+    except Timeout:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StageBusyError(
-                f"{name}: already running in pid {holder}, writing the same outputs; "
-                f"wait for it to finish or stop it (lock {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield path
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            holder = path.read_text(errors="replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise StageBusyError(
+            f"{name}: already running in pid {holder}, writing the same outputs; "
+            f"wait for it to finish or stop it (lock {path})"
+        ) from None
+    try:
+        yield path
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)
+        lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

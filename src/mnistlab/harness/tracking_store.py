@@ -60,16 +60,12 @@ def _store_lock(uri: str) -> Iterator[None]:
     both create its parent run. An exclusive lock (beside a SQLite database, else in
     the temp dir, per URI) makes the second wait until the first is done.
     """
-    import fcntl
+    from filelock import FileLock
 
     lock_path = _lock_path(uri)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(lock_path):
+        yield
 
 
 # --------------------------------------------------------------------------- the store
@@ -289,8 +285,10 @@ def _run_tags(name: str, host: str, parent_id: str | None, ex: Execution | None)
     }
     if worker is not None:
         tags["pid_start"] = str(worker.start)
-    if me is not None and (age := procs.age_seconds(me)) is not None:
-        tags["startup_seconds"] = f"{age:.2f}"  # from the launcher's start when warm
+    if me is not None:
+        tags["startup_seconds"] = (
+            f"{procs.age_seconds(me):.2f}"  # from the launcher's start when warm
+        )
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     if parent_id is not None and ex is not None:
