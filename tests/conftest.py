@@ -49,9 +49,6 @@ def scratch_repo(tmp_path: Path, mnist_raw: Path) -> Path:
 def tiny_build(tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path) -> TinyBuild:
     """The tiny pipeline after one full `dvc repro`, shared by the whole session: read it,
     never change it (helpers.pipeline); copy it to change anything."""
-    import os  # DEVHACK-REMOVE
-    if os.environ.get("DEVHACK_BUILD"):  # DEVHACK-REMOVE
-        return TinyBuild(Path(os.environ["DEVHACK_BUILD"]), (Path(os.environ["DEVHACK_BUILD"]).parent / "repro.log").read_text().split("--- stderr")[0], 0)  # DEVHACK-REMOVE
     return pipeline.build(tmp_path_factory.mktemp("tiny-build"), mnist_raw)
 
 
