@@ -2,14 +2,18 @@
 
 `python -m ops.results` prints the table that README.md's "Results at the default
 params" section holds between its two marker comments; `python -m ops.results --write`
-puts it there. `tests/test_results.py` fails when the README's table and the metrics in
-`metrics/` disagree, so the numbers a reader sees are the ones `dvc repro` wrote.
+puts it there. Both read the workspace's `metrics/`, or with `--rev REV` the metrics
+committed at git revision REV. `tests/test_results.py` fails when the README's table and
+the metrics committed at HEAD disagree, so the numbers a reader sees are the ones the
+committed `dvc repro` wrote, whatever a later `make repro` on another CPU left in the
+workspace (its numbers move within noise).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +30,43 @@ REFERENCE = {  # the course report's own figures, for the last column
     "training time": 'BN "about 2x"',
 }
 Metrics = dict[str, Any]
+Loader = Callable[[str], Metrics | None]  # a path under metrics/ -> its JSON, or None
 
 
-def _load(root: Path, rel: str) -> Metrics | None:
-    path = root / "metrics" / rel
-    return json.loads(path.read_text()) if path.is_file() else None
+def workspace_metrics(root: Path) -> Loader:
+    """Reads ``root/metrics/<rel>``; a missing file gives None."""
+
+    def load(rel: str) -> Metrics | None:
+        path = root / "metrics" / rel
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return load
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def committed_metrics(root: Path, rev: str) -> Loader:
+    """Reads ``metrics/<rel>`` as committed at git revision ``rev`` of the repo at ``root``
+    (``git show <rev>:metrics/<rel>``); a file absent from that commit gives None.
+
+    Raises:
+        ValueError: ``rev`` is not a commit of that repo (or ``root`` is no git repo).
+    """
+    found = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if found.returncode != 0:
+        raise ValueError(f"{rev!r} is not a commit of the git repo at {root}")
+    commit = found.stdout.strip()
+    cache: dict[str, Metrics | None] = {}
+
+    def load(rel: str) -> Metrics | None:
+        if rel not in cache:
+            shown = _git(root, "show", f"{commit}:./metrics/{rel}")
+            cache[rel] = json.loads(shown.stdout) if shown.returncode == 0 else None
+        return cache[rel]
+
+    return load
 
 
 def _pct(v: float | None) -> str:
@@ -62,15 +98,15 @@ def _others_read_class_images(transfer: Metrics | None, model: str) -> float | N
     return sum(others) / len(others) if others else None
 
 
-def _rows(root: Path) -> list[tuple[str, Callable[[str], str]]]:
+def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
     def m(rel: str) -> Callable[[str], Metrics | None]:
-        return lambda model: _load(root, rel.format(model=model))
+        return lambda model: load(rel.format(model=model))
 
     ev, tr, ar = m("evaluate/{model}.json"), m("train/{model}.json"), m("architecture/{model}.json")
     cm, tg, nz = (m(f"attack/{f}-{{model}}.json") for f in ("class_model", "targeted", "noise"))
     pgd, strong = m("attack/pgd-{model}.json"), m("attack/strong-{model}.json")
     attr = m("attribution/{model}.json")
-    transfer = _load(root, "transfer.json")
+    transfer = load("transfer.json")
 
     def eps_pair(d: Metrics | None, *keys: str) -> str:
         return " / ".join(_pct(_at(d, *keys, e)) for e in ("0.1", "0.3"))
@@ -139,11 +175,14 @@ def _rows(root: Path) -> list[tuple[str, Callable[[str], str]]]:
     ]
 
 
-def table(root: Path) -> str:
-    """The markdown table of headline numbers from ``root/metrics``."""
+def table(root: Path, rev: str | None = None) -> str:
+    """The markdown table of headline numbers from ``root/metrics``, or from the metrics
+    committed at git revision ``rev`` of the repo at ``root`` (see :func:`committed_metrics`).
+    """
+    load = workspace_metrics(root) if rev is None else committed_metrics(root, rev)
     head = "| | " + " | ".join(f"`{k}`" for k in MODELS) + " | reference report |"
     lines = [head, "| --- |" + " ---: |" * len(MODELS) + " ---: |"]
-    for label, cell in _rows(root):
+    for label, cell in _rows(load):
         cells = " | ".join(cell(k) for k in MODELS)
         lines.append(f"| {label} | {cells} | {REFERENCE.get(label, 'not studied')} |")
     return "\n".join(lines)
@@ -164,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd())
     parser.add_argument("--write", action="store_true", help="update README.md in place")
+    parser.add_argument(
+        "--rev", help="read the metrics committed at this git revision (e.g. HEAD), not the files"
+    )
     args = parser.parse_args(argv)
-    text = table(args.root)
+    text = table(args.root, args.rev)
     if not args.write:
         sys.stdout.write(text + "\n")
         return 0

@@ -14,6 +14,7 @@ log-line fix would rerun the study).
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,38 @@ def test_stage_packages_import_only_core_and_declared_packages() -> None:
         )
         extra = _package_imports(package) - allowed
         assert not extra, f"mnistlab.{package.name} imports {sorted(extra)} beyond its stages"
+
+
+def test_committed_lock_is_true_to_the_committed_code(tmp_path: Path) -> None:
+    """A clean clone of HEAD: no stage's code, params or command differs from dvc.lock
+    (outputs are absent there, so deps that stages produce are left out). A release whose
+    science changed without a `dvc repro` fails here, not on a user's machine."""
+    import json
+    import subprocess
+
+    import yaml
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    dvc = Path(sys.executable).with_name("dvc")
+    out = subprocess.run(
+        [str(dvc), "status", "--json"], cwd=clone, check=True, capture_output=True, text=True
+    ).stdout
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    produced = [Path(o["path"]) for s in lock.values() for o in s.get("outs", [])]
+
+    def made_here(path: str) -> bool:  # an output, or a folder that holds outputs
+        return any(p == Path(path) or p.is_relative_to(path) for p in produced)
+
+    stale = []
+    for stage, items in json.loads(out or "{}").items():
+        for item in items:
+            if not isinstance(item, dict):  # "changed command", "always changed"
+                stale.append((stage, item))
+                continue
+            for path, state in item.get("changed deps", {}).items():
+                if isinstance(state, dict):  # params: {key: modified/new/deleted}
+                    stale.append((stage, path, state))
+                elif not made_here(path):
+                    stale.append((stage, path, state))
+    assert stale == [], f"dvc.lock is stale at HEAD (run `make repro`): {stale[:10]}"

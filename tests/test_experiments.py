@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, commit_all, run
-from helpers.runs import stage_runs
+from helpers.runs import parent_runs, stage_runs
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,29 @@ def test_exp_run_set_param(repo: Path) -> None:
     show = run(["dvc", "exp", "show", "--csv"], cwd=repo).stdout
     assert "lr-up" in show and "test_accuracy" in show
     assert not (repo / ".dvc" / "tmp" / "exps" / "mlflow.db").exists()
+    # one parent for the execution, named after the experiment, holding both stage runs
+    (parent,) = parent_runs(repo)
+    assert parent.info.run_name == "lr-up" and parent.info.status == "FINISHED"
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent.info.run_id}
+    assert parent.data.params["train.lr"] == "0.004"
+
+
+def test_exp_run_with_a_bad_key_is_one_line_and_runs_nothing(repo: Path) -> None:
+    before = (repo / "params.yaml").read_bytes()
+    proc = run(
+        ["dvc", "exp", "run", TARGET, "-n", "bad", "-S", "train.no_such_knob=1"],
+        cwd=repo,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "Running stage 'train@cnn'" not in proc.stdout
+    # the stage that validates params names the key in one line (DVC ran no science stage)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "no_such_knob" in ln]
+    assert any("train.no_such_knob" in ln or "no_such_knob" in ln for ln in lines), (
+        proc.stdout[-2000:] + proc.stderr[-2000:]
+    )
+    assert (repo / "params.yaml").read_bytes() == before  # the workspace is untouched
+    assert stage_runs(repo) == []
 
 
 QUEUED = (("q-one", 1), ("q-two", 2), ("q-three", 3), ("q-four", 4))
@@ -79,6 +102,7 @@ def test_four_queued_experiments_two_at_a_time(repo: Path) -> None:
     assert "Failed" not in status, status + logs[-4000:]
     assert status.count("Success") == len(QUEUED), status
     runs = _runs_by_exp(repo)
+    cores = len(os.sched_getaffinity(0))
     for name, seed in QUEUED:
         got = runs.get(name, [])
         names = {r.info.run_name for r in got}
@@ -90,3 +114,12 @@ def test_four_queued_experiments_two_at_a_time(repo: Path) -> None:
         # artifacts went to the real repo, not the deleted temp workspace
         (train,) = [r for r in got if r.info.run_name == "train@cnn"]
         assert train.info.artifact_uri.startswith((repo / "mlruns").resolve().as_uri())
+        # `threads: auto` shared the cores between the two real queue workers
+        assert {r.data.tags["torch_threads"] for r in got} == {str(max(1, cores // 2))}
+    # one parent per queued experiment, named after it, holding exactly its stage runs
+    parents = {p.info.run_name: p for p in parent_runs(repo)}
+    assert sorted(parents) == sorted(n for n, _ in QUEUED)
+    for name, _ in QUEUED:
+        assert parents[name].info.status == "FINISHED"
+        ids = {r.data.tags.get("mlflow.parentRunId") for r in runs[name]}
+        assert ids == {parents[name].info.run_id}, (name, ids)

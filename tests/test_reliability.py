@@ -236,7 +236,15 @@ def test_signal_during_training_leaves_nothing_partial(downloaded: Path, sig: in
     write_params(repo, {"train": {"epochs": 50, "train_limit": 5000}})
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(TRAIN_CMD, cwd=repo, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        TRAIN_CMD,
+        cwd=repo,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background inherits SIGINT ignored: give the stage Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = []
     for line in proc.stderr:  # wait until training has really started
         seen.append(line)
@@ -847,3 +855,30 @@ def test_tracking_error_after_outputs_says_they_were_written(tmp_path: Path) -> 
         files.forget_written()
     assert message is not None
     assert message.startswith("s: outputs were written but MLflow logging failed: store is")
+
+
+@slow
+def test_corrupt_cache_object_is_named_and_repro_restores_it(pipeline_copy: Path) -> None:
+    """A damaged object in the DVC cache (disk fault, a bad copy) is never checked out:
+    `dvc status` and `dvc checkout` name the output, nothing is written, and `dvc repro`
+    recomputes the same bytes."""
+    repo = pipeline_copy
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (out,) = [o for o in lock["stages"]["train@cnn"]["outs"] if o["path"] == "models/cnn.pt"]
+    md5 = out["md5"]
+    obj = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    blob = obj.read_bytes()
+    obj.unlink()  # hard-linked with the session's build: never write through the link
+    obj.write_bytes(blob[:-64] + bytes(64))  # same size, other bytes
+    (repo / "models" / "cnn.pt").unlink()
+
+    status = run(["dvc", "status", "train@cnn"], cwd=repo).stdout
+    assert "not in cache" in status and "models/cnn.pt" in status, status
+    proc = run(["dvc", "checkout", "models/cnn.pt"], cwd=repo, check=False)
+    assert proc.returncode != 0 and "models/cnn.pt" in proc.stderr, proc.stderr[-2000:]
+    assert not (repo / "models" / "cnn.pt").exists()  # the damaged bytes never came out
+
+    out_ = run(["dvc", "repro", "train@cnn"], cwd=repo).stdout
+    assert "Running stage 'train@cnn'" in out_
+    assert (repo / "models" / "cnn.pt").read_bytes() == blob  # deterministic training
+    assert obj.read_bytes() == blob

@@ -380,8 +380,10 @@ def test_cross_check_with_art(blob_model: nn.Module, blob_test) -> None:
     (APGD-CE, the first attack of AutoAttack); ART's AutoAttack would run many more
     attacks and is slow. ART starts at ``eps_step``, set to 2 * eps as in the paper.
     """
-    art_cls = pytest.importorskip("art.estimators.classification")
-    art_attacks = pytest.importorskip("art.attacks.evasion")
+    # ART is pinned in requirements.lock: a missing one fails here, it never skips
+    import art.attacks.evasion as art_attacks
+    import art.estimators.classification as art_cls
+
     x, y = blob_test
     eps, n_iter = 0.08, 50
     clf = art_cls.PyTorchClassifier(

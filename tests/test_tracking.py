@@ -8,12 +8,12 @@ import dataclasses
 import hashlib
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -224,18 +224,37 @@ def test_parent_race_keeps_the_oldest(
 
 PARENT_RACE = """
 import os, sys
-from mnistlab.harness import procs, tracking
+from mnistlab.harness import procs, tracking, tracking_store
 fake = procs.ProcInfo(pid=4242, ppid=1, start=7, argv=("dvc", "repro"))
 procs.dvc_ancestor = lambda pid=None: fake
 os.environ["DVC_STAGE"] = sys.argv[1]
-sys.stdin.read(1)  # released together
+look_up = tracking_store._Store.parent_for
+
+def at_the_gate(self, ex, root):  # store open, parent not looked for: wait for the rest
+    print("ready", flush=True)
+    sys.stdin.read(1)  # released together
+    return look_up(self, ex, root)
+
+tracking_store._Store.parent_for = at_the_gate
 with tracking.stage_run(sys.argv[1], {}) as run:
-    print(run.parent_id)
+    print(run.parent_id, flush=True)
 """
 
 
+def _line(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """The next line ``proc`` prints, failing (not hanging) if none comes."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line from {proc.args[-1]} in {timeout}s"
+    return proc.stdout.readline().strip()
+
+
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_parallel_stages_create_one_parent(store: str, tmp_path: Path) -> None:
-    procs_ = [
+    """Three stages of one execution, held at a gate until each has its store open and
+    none has looked for the parent, then released together: one parent, none discarded."""
+    import mlflow
+
+    racers = [
         subprocess.Popen(
             [sys.executable, "-c", PARENT_RACE, f"stage{i}"],
             stdin=subprocess.PIPE,
@@ -244,14 +263,25 @@ def test_parallel_stages_create_one_parent(store: str, tmp_path: Path) -> None:
         )
         for i in range(3)
     ]
-    time.sleep(4)  # let each import mlflow first
-    for p in procs_:
-        p.stdin.write("x")
-        p.stdin.flush()
-    parents = {p.communicate(timeout=120)[0].strip() for p in procs_}
+    try:
+        assert [_line(p) for p in racers] == ["ready"] * 3
+        assert _by_kind(store) == ([], [])  # all three at the gate, no parent yet
+        for p in racers:
+            p.stdin.write("x")
+            p.stdin.flush()
+        parents = {p.communicate(timeout=120)[0].strip() for p in racers}
+    finally:
+        for p in racers:
+            p.kill()
+    assert [p.returncode for p in racers] == [0, 0, 0]
     assert len(parents) == 1
     (parent,), children = _by_kind(store)
     assert parents == {parent.info.run_id} and len(children) == 3
+    # the lock made the others wait and find it: nobody created a parent and gave it up
+    deleted = _client(store).search_runs(
+        [parent.info.experiment_id], run_view_type=mlflow.entities.ViewType.DELETED_ONLY
+    )
+    assert deleted == []
 
 
 def test_headline_metrics() -> None:
@@ -346,6 +376,7 @@ with tracking.stage_run("train@cnn", {}) as run:
 """
 
 
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_run_of_a_killed_stage_is_marked_killed_by_the_next(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

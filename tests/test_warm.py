@@ -26,6 +26,7 @@ import pytest
 
 from conftest import REPO, run, write_params
 from helpers.runs import stage_runs, warm_servers
+from mnistlab.harness.tracking import TRACKING_SWITCH
 from mnistlab.harness.warm import SWITCH, _runs_warm
 
 FAKE_DVC = f"""#!{sys.executable}
@@ -82,19 +83,21 @@ def _architecture(out: str) -> list[str]:
     ]
 
 
-def _gone(pids: list[int], timeout: float = 10) -> bool:
+def _servers_gone(runtime_dir: Path, timeout: float = 10) -> bool:
+    """Whether every warm server of this test (its socket under ``runtime_dir``, which no
+    other test or suite shares) has left within ``timeout`` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if not set(pids) & set(warm_servers()):
+        if not warm_servers(runtime_dir=runtime_dir):
             return True
         time.sleep(0.1)
     return False
 
 
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_stages_after_the_first_run_warm_and_write_the_same(
     project: Path, runtime_dir: Path
 ) -> None:
-    before = warm_servers()
     cmds = [_architecture(f"out{i}") for i in range(3)]
     proc = run(
         [str(project / "bin" / "dvc"), json.dumps(cmds)],
@@ -113,10 +116,11 @@ def test_stages_after_the_first_run_warm_and_write_the_same(
     outputs = {(project / f"out{i}.json").read_bytes() for i in range(3)}
     assert len(outputs) == 1 and json.loads(outputs.pop())["total_params"] == 799_078
     # the server leaves with its DVC process, and its socket and lock with it
-    assert _gone([p for p in warm_servers() if p not in before])
+    assert _servers_gone(runtime_dir)
     assert list((runtime_dir / f"mnistlab-warm-{os.getuid()}").iterdir()) == []
 
 
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_a_warm_stage_fails_like_a_cold_one(project: Path, runtime_dir: Path) -> None:
     write_params(project, {"train": {"lr": -1}})
     env = _env(project, runtime_dir)
@@ -137,6 +141,7 @@ def test_a_warm_stage_fails_like_a_cold_one(project: Path, runtime_dir: Path) ->
     assert not (project / "out0.json").exists() and not (project / "out1.json").exists()
 
 
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_without_dvc_the_stage_runs_in_the_launcher(project: Path, runtime_dir: Path) -> None:
     env = _env(project, runtime_dir)
     run(_architecture("here"), cwd=project, env=env)
@@ -152,6 +157,31 @@ def test_launcher_usage_errors(project: Path, runtime_dir: Path) -> None:
         proc = run([sys.executable, "-m", "stages", *argv], cwd=REPO, env=env, check=False)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_server_scans_count_only_this_tests_servers(tmp_path: Path, runtime_dir: Path) -> None:
+    """Another suite's server on this machine (a stand-in with a server's command line:
+    its socket under another runtime dir, another DVC pid) is never counted as ours."""
+    other = tmp_path / "other-suite"
+    sock = other / f"mnistlab-warm-{os.getuid()}" / "x.sock"
+    dvc_pid = str(2**22 + os.getpid())  # above any pid_max: no real DVC process has it
+    argv = ["-m", "mnistlab.harness.warm", str(sock), dvc_pid, "7"]
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
+    try:
+        deadline = time.time() + 10
+        while stand_in.pid not in warm_servers(runtime_dir=other) and time.time() < deadline:
+            time.sleep(0.05)  # until it has exec'd
+        assert warm_servers(runtime_dir=other) == [stand_in.pid]
+        assert warm_servers(int(dvc_pid)) == [stand_in.pid]
+        assert stand_in.pid not in warm_servers(runtime_dir=runtime_dir)
+        assert stand_in.pid not in warm_servers(int(dvc_pid) + 1)
+        assert stand_in.pid not in warm_servers(7)  # its start time is no pid
+        assert warm_servers(int(dvc_pid), runtime_dir=runtime_dir) == []
+        with pytest.raises(TypeError, match="whose servers"):
+            warm_servers()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
 
 
 @pytest.mark.slow
@@ -216,6 +246,7 @@ def _imports_torch_when_run(cmd: list[str], cwd: Path, env: dict[str, str]) -> b
     return "TORCH True" in proc.stdout
 
 
+@pytest.mark.slow  # starts real stage processes (15-30 s on 2 cores)
 def test_stages_that_run_cold_import_no_torch(
     project: Path, runtime_dir: Path, mnist_raw: Path
 ) -> None:
@@ -230,4 +261,6 @@ def test_stages_that_run_cold_import_no_torch(
     env = _env(project, runtime_dir, PYTHONPATH=str(project))
     assert not _imports_torch_when_run(["validate_params", "--out", "v.json"], project, env)
     assert not _imports_torch_when_run(["download", "--out", "raw"], project, env)
-    assert _imports_torch_when_run(_architecture("a")[3:], project, env)
+    # the positive case needs no MLflow run (importing MLflow and logging cost seconds)
+    untracked = {**env, TRACKING_SWITCH: "0"}
+    assert _imports_torch_when_run(_architecture("a")[3:], project, untracked)

@@ -7,12 +7,15 @@ stage runs, and the parents are tested in ``test_tracking_pipeline.py``.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 EXPERIMENT = "mnistlab"
 
@@ -68,17 +71,34 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise AssertionError(f"{url} did not come up in {timeout}s")
 
 
-def warm_servers(dvc_pid: int | None = None) -> list[int]:
-    """Live warm servers (``python -m mnistlab.harness.warm PATH PID START``, see
-    mnistlab.harness.warm), all of them or only those serving the DVC process ``dvc_pid``."""
+def warm_servers(dvc_pid: int | None = None, *, runtime_dir: Path | None = None) -> list[int]:
+    """Live warm servers of the calling test, never every one on the machine: another
+    suite running at once (CI beside a developer) has servers of its own.
+
+    A server's command line is ``python -m mnistlab.harness.warm SOCKET DVC_PID DVC_START``
+    (see mnistlab.harness.warm). A test names its own by either, or both:
+
+    dvc_pid: the DVC process the test started (the pid a server serves, not any argument
+        that happens to read the same).
+    runtime_dir: the private ``XDG_RUNTIME_DIR`` the test gave its stages: a server's
+        socket lies beneath it.
+    """
+    if dvc_pid is None and runtime_dir is None:
+        raise TypeError("warm_servers: say whose servers (dvc_pid or runtime_dir)")
+    under = os.path.realpath(runtime_dir) + os.sep if runtime_dir is not None else None
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []  # None: gone, or not ours to read
+        at = next(
+            (i for i in range(len(argv) - 1) if argv[i : i + 2] == ["-m", "mnistlab.harness.warm"]),
+            None,
+        )
+        if at is None or len(argv) < at + 5:
             continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone
+        sock, pid = argv[at + 2], argv[at + 3]
+        if dvc_pid is not None and pid != str(dvc_pid):
             continue
-        if b"mnistlab.harness.warm" in argv and (dvc_pid is None or str(dvc_pid).encode() in argv):
-            pids.append(int(entry.name))
+        if under is not None and not os.path.realpath(sock).startswith(under):
+            continue
+        pids.append(proc.pid)
     return pids
