@@ -17,7 +17,7 @@ MLFLOW_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 MODEL_URI ?= models:/mnist-$(MODEL)@workspace
 MAX_REQUEST_BYTES ?= 4194304
 
-.PHONY: setup browser postgres repro test test-fast ui serve server bench lint lock clean
+.PHONY: setup browser postgres repro test test-fast ui serve server sweep bench lint lock clean
 
 # Rebuilt from scratch whenever the lock file changes, so nothing stale survives.
 $(VENV)/.deps: requirements.lock
@@ -76,6 +76,15 @@ serve: setup
 SERVER_DIR ?= $(CURDIR)/.team-server
 server: setup postgres
 	$(BIN)/python -m ops.team_stack $(SERVER_DIR)
+
+# A sweep (ops/sweep.py): one DVC experiment per variant of GRID, one Ray task each, in a
+# fresh clone of HEAD. Alone: an embedded Ray, this repo as the git remote, its default
+# DVC remote and mlflow.db. A team: RAY_ADDRESS=<head>:6379 MLFLOW_TRACKING_URI=<server>
+# make sweep GRID=... GIT_REMOTE=origin DVC_REMOTE=<an S3 remote>.
+GRID ?= sweeps/lr.yaml
+sweep: setup
+	$(BIN)/python -m ops.sweep $(GRID) $(if $(GIT_REMOTE),--git-remote $(GIT_REMOTE)) \
+	  $(if $(DVC_REMOTE),--dvc-remote $(DVC_REMOTE)) $(SWEEP_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

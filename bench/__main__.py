@@ -1,7 +1,7 @@
 """`make bench`: every row a ratio against a baseline measured in the same run.
 
 Writes BENCHMARKS.md (a table, with the machine named). Run with `--only train`
-(or occlusion, pgd, startup, warm, pipeline) to refresh some rows; others are kept.
+(or occlusion, pgd, startup, warm, pipeline, queue, sweep) to refresh some rows; others are kept.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import parallel, report, robust, warm
+from bench import parallel, report, robust, sweep, warm
 from bench.cases import CASES as BASE_CASES
 
-CASES = {**BASE_CASES, **robust.CASES, **parallel.CASES, **warm.CASES}
+CASES = {**BASE_CASES, **robust.CASES, **parallel.CASES, **warm.CASES, **sweep.CASES}
 
 log = logging.getLogger("bench")
 

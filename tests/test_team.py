@@ -11,6 +11,7 @@ start, the S3 remote unreachable on ``dvc push``; and the stack leaving nothing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import yaml
 
 from conftest import write_params
 from helpers.pipeline import TinyBuild
@@ -258,17 +261,18 @@ def test_four_queued_experiments_lose_no_run(team: Team, queued: Queued) -> None
         assert all(r.info.status == "FINISHED" for r in got)
         assert {r.data.params["seed"] for r in stage_runs if "seed" in r.data.params} == {str(seed)}
         counts[name] = len(stage_runs)
-        # Parent runs (one per pipeline execution) where harness.tracking sets them: every stage
-        # run of one experiment under the same parent, and no parent shared between two.
+        # one parent run per queued experiment (harness.tracking): named after it, holding
+        # every stage run of it
         parents[name] = {r.data.tags.get("mlflow.parentRunId", "") for r in stage_runs}
-    with_parent = {n: p for n, p in parents.items() if p != {""}}
-    if with_parent:
-        assert all(len(p) == 1 and "" not in p for p in parents.values()), parents
-        ids = [next(iter(p)) for p in parents.values()]
-        assert len(set(ids)) == len(ids), parents
-        c = client(team.stack.tracking_uri)
-        assert all(c.get_run(i).info.run_id == i for i in ids)
-    print(f"stage runs per experiment: {counts}; parent runs: {with_parent or 'none set'}")
+        assert len(parents[name]) == 1 and "" not in parents[name], (name, parents[name])
+    ids = [next(iter(p)) for p in parents.values()]
+    assert len(set(ids)) == len(ids), parents  # no parent shared between two experiments
+    c = client(team.stack.tracking_uri)
+    for name, run_id in zip(parents, ids, strict=True):
+        parent = c.get_run(run_id)
+        assert parent.info.run_name == name and parent.info.status == "FINISHED"
+        assert parent.data.tags.get("run_kind") == "pipeline"
+    print(f"stage runs per experiment: {counts}; parent runs: {ids}")
 
 
 def test_an_experiment_is_shared_with_exp_push_and_pull(team: Team, queued: Queued) -> None:
@@ -297,6 +301,104 @@ def _exp_ref(repo: Path, name: str) -> str:
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo).stdout
     (ref,) = [r for r in refs.split() if r.endswith(f"/{name}")]
     return ref.removeprefix("refs/exps/")
+
+
+# ----------------------------------------------------------------------------- a sweep on Ray
+
+SWEEP = {
+    "name": "tsweep",
+    "targets": [QUEUE_TARGET],
+    "grid": {"seed": [21, 22, 23, 24]},
+    "set": {k: yaml.safe_load(v) for k, v in (s.split("=") for s in QUEUE_SHRINK)},
+}
+
+
+def _busy_clone(node: Any) -> str | None:
+    """The variant a node's task is training, once its stage runs: from the clone folder
+    (``sweep-<variant>-*``) of the process running a stage under that node."""
+    for pid in node.pids():
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if "stages" in proc.cmdline() and "train" in proc.cmdline():
+                clone = Path(proc.cwd()).relative_to(node.workdir).parts[0]
+                return clone.removeprefix("sweep-").rsplit("-", 1)[0]
+    return None
+
+
+def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path) -> None:
+    """Four variants from clone B on a real Ray cluster (a head and three single-CPU worker
+    nodes, separate `ray start` processes with their own folders), against the team's git
+    remote, S3 remote and MLflow server. One worker node is SIGKILLed while it trains: its
+    variant is retried on another node; nothing is lost and no ref doubled."""
+    from ops import sweep
+    from ops.ray_cluster import local_cluster
+
+    b = team.b
+    grid_file = b / "sweeps" / "tsweep.yaml"
+    grid_file.parent.mkdir(exist_ok=True)
+    grid_file.write_text(yaml.safe_dump(SWEEP, sort_keys=False))  # untracked: tree stays clean
+    grid = sweep.load_grid(grid_file, b / "params.yaml")
+    names = sorted(v.name for v in grid.variants)
+    baseline = run(["git", "rev-parse", "HEAD"], cwd=b).stdout.strip()
+    origin = str(team.origin)
+    with local_cluster(workers=3, env=hermetic(team.env)) as cluster:
+        victim = cluster.workers[2]
+        env = hermetic({**team.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(REPO)})
+        cmd = [sys.executable, "-m", "ops.sweep", str(grid_file), "--git-remote", "origin"]
+        t0 = time.monotonic()
+        with open(tmp_path / "sweep.out", "w") as out:
+            driver = subprocess.Popen(cmd, cwd=b, env=env, stdout=out, stderr=subprocess.STDOUT)
+            killed = None
+            while killed is None and driver.poll() is None and time.monotonic() - t0 < 900:
+                killed = _busy_clone(victim)
+                time.sleep(0.5)
+            assert killed in names, (tmp_path / "sweep.out").read_text()[-3000:]
+            cluster.kill(victim)  # the machine is gone, mid-training
+            assert victim.pids() == []
+            driver.wait(timeout=1800)
+        seconds = time.monotonic() - t0
+        log = (tmp_path / "sweep.out").read_text()
+        assert driver.returncode == 0, log[-4000:]
+    assert "sweep tsweep: 4/4 done, 0 running or queued, 0 failed" in log
+
+    # git: exactly one ref per variant on the team's remote, none doubled
+    refs = sweep.remote_exp_commits(origin, baseline, b)
+    assert sorted(refs) == names
+    listed = run(["git", "ls-remote", origin, "refs/exps/*"], cwd=b).stdout.split()
+    assert len([r for r in listed if r.endswith(tuple(f"/{n}" for n in names))]) == 4
+    # the driver pulled them: `dvc exp show` in B lists all four
+    shown = run([DVC, "exp", "show", "--csv"], cwd=b, env=team.env).stdout
+    assert all(n in shown for n in names)
+
+    results = {r["name"]: r for r in json.loads((b / "sweeps/results/tsweep.json").read_text())}
+    assert {r["status"] for r in results.values()} == {"done"}
+    assert len({r["node"] for r in results.values()}) >= 2  # ran on more than one node
+    assert results[killed]["workdir"] != str(victim.workdir)  # retried elsewhere
+
+    # S3: each experiment's model is in the team's DVC remote
+    s3 = ts.s3_client(team.stack.s3_endpoint)
+    for name, sha in refs.items():
+        lock = yaml.safe_load(run(["git", "show", f"{sha}:dvc.lock"], cwd=b).stdout)
+        (out,) = [o for o in lock["stages"]["train@cnn"]["outs"] if o["path"] == "models/cnn.pt"]
+        key = f"{team.remote_prefix}/files/md5/{out['md5'][:2]}/{out['md5'][2:]}"
+        assert s3.head_object(Bucket=ts.DVC_BUCKET, Key=key)["ContentLength"] > 0, name
+        metrics = json.loads(run(["git", "show", f"{sha}:metrics/evaluate/cnn.json"], cwd=b).stdout)
+        assert results[name]["metrics"]["test_accuracy.cnn"] == metrics["test_accuracy"]
+
+    # MLflow on the server: the sweep's run holds one finished pipeline run per variant,
+    # each holding its finished train and evaluate runs (the killed attempt's runs stay
+    # apart, never FINISHED)
+    runs = server_runs(team.stack.tracking_uri)
+    (top,) = [r for r in runs if r.data.tags.get("sweep") == "tsweep"]
+    for name in names:
+        mine = [r for r in runs if r.data.tags.get("dvc_exp_name") == name]
+        done = [r for r in mine if r.info.status == "FINISHED"]
+        (parent,) = [r for r in done if r.data.tags.get("run_kind") == "pipeline"]
+        assert parent.data.tags["mlflow.parentRunId"] == top.info.run_id
+        stages = [r for r in done if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(r.info.run_name for r in stages) == ["evaluate@cnn", "train@cnn"], name
+        assert parent.info.run_id in results[name]["run_ids"]
+    print(f"sweep of 4 on 3 nodes, one killed ({killed}): {seconds:.0f} s")
 
 
 # ----------------------------------------------------------------------------- failure modes

@@ -86,6 +86,16 @@ def test_queue_workers_of_this_repo_are_counted(
     assert procs.auto_threads(repo) == 1  # never below one
 
 
+@pytest.mark.parametrize(("omp", "want"), [("3", 3), ("16", 8), ("", 8), ("zero", 8), ("0", 8)])
+def test_omp_num_threads_caps_auto(
+    omp: str, want: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray task of a sweep is given its CPUs as OMP_NUM_THREADS: `auto` keeps to them."""
+    monkeypatch.setattr(procs.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert procs.auto_threads(tmp_path) == want
+
+
 def test_a_stage_under_a_worker_shares_with_the_workers(
     workers: tuple[Path, str], fake_dvc: Path
 ) -> None:

@@ -189,7 +189,8 @@ def auto_threads(root: str | Path | None = None) -> int:
     """Threads for ``threads: auto``: the cores this process may use, shared fairly.
 
     The cores are ``os.sched_getaffinity`` (what ``taskset`` or a cpuset allows; a CPU
-    quota is not seen). They are divided by the queue workers running for the repo,
+    quota is not seen), or fewer when ``OMP_NUM_THREADS`` says so (a Ray task of a sweep
+    gets its CPUs that way). They are divided by the queue workers running for the repo,
     plus one when this process is not itself run by one of them (a ``dvc repro``
     beside a running queue competes with it); at least 1.
     """
@@ -197,6 +198,9 @@ def auto_threads(root: str | Path | None = None) -> int:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    if budget.isdigit() and int(budget) > 0:
+        cores = min(cores, int(budget))
     workers, inside = queue_workers(root)
     sharers = workers if inside else workers + 1
     return max(1, cores // max(1, sharers))

@@ -28,6 +28,8 @@ DB_NAME = "mlflow.db"
 # The kind MLflow 3 gives classic training experiments (runs, metrics, models).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
+# Set by ops.sweep for each variant: the sweep's own run, parent of the variant's parent.
+SWEEP_RUN_ENV = "MNISTLAB_SWEEP_RUN_ID"
 FAILED_STATES = ("FAILED", "KILLED")
 
 
@@ -217,6 +219,8 @@ class _Store:
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+        if os.environ.get(SWEEP_RUN_ENV):  # a variant of a sweep (ops.sweep): nest under it
+            tags[PARENT_TAG] = os.environ[SWEEP_RUN_ENV]
         run = self.client.create_run(self.experiment_id, run_name=ex.name, tags=tags)
         self.client.log_batch(
             run.info.run_id,
