@@ -37,7 +37,8 @@ def _sweep_wall(root: Path, raw: Path, workers: int) -> float:
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "built"]):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env=env)
     with local_cluster(workers=workers) as cluster:
-        env = {**env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(REPO)}
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": path}
         env.pop("MLFLOW_TRACKING_URI", None)
         start = time.perf_counter()
         proc = subprocess.run(

@@ -283,11 +283,13 @@ def run_variant(spec: TaskSpec) -> VariantResult:
         env["MLFLOW_TRACKING_URI"] = spec.tracking_uri
     if spec.sweep_run_id:
         env[SWEEP_RUN_ENV] = spec.sweep_run_id
+    repo = work / "repo"
+    # the stages import the clone's own science code (src/), not whatever is installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo / "src"), env.get("PYTHONPATH")]))
     result = VariantResult(
         v.name, "done", v.overrides, node=node, host=socket.gethostname(), workdir=str(base)
     )
     try:
-        repo = work / "repo"
         _sh(["git", "clone", "-q", "--no-checkout", spec.git_url, str(repo)], cwd=work, env=env)
         _sh(["git", "checkout", "-q", "--detach", spec.commit], cwd=repo, env=env)
         if spec.dvc_remote_url:  # the one-machine default: the driver's local remote folder

@@ -193,7 +193,8 @@ def test_driver_fails_in_one_line_before_anything_runs(
 def _env() -> dict[str, str]:
     import os
 
-    return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "PATH": f"{BIN}:{os.environ['PATH']}"}
 
 
 # ----------------------------------------------------------------------------- one machine
