@@ -38,7 +38,7 @@ def _sweep_wall(root: Path, raw: Path, workers: int) -> float:
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True, env=env)
     with local_cluster(workers=workers) as cluster:
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {**env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": path}
+        env = {**env, **cluster.client_env, "PYTHONPATH": path}
         env.pop("MLFLOW_TRACKING_URI", None)
         start = time.perf_counter()
         proc = subprocess.run(

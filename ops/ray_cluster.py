@@ -2,8 +2,8 @@
 --block`` process with its own working folder, on 127.0.0.1. For the sweep tests and the
 sweep benchmark; a team points ``RAY_ADDRESS`` at its own cluster instead.
 
-    with local_cluster(tmp, workers=2) as cluster:
-        env = {"RAY_ADDRESS": cluster.address}
+    with local_cluster(workers=2) as cluster:
+        env = {**os.environ, **cluster.client_env}  # address + this cluster's auth token
         ...
         cluster.kill(cluster.workers[1])  # a node lost mid-sweep
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,13 @@ class Cluster:
     address: str  # host:port of the head's GCS, for RAY_ADDRESS
     root: Path
     head: Node
+    auth: dict[str, str]  # token authentication, as every node and driver must present it
     workers: list[Node] = field(default_factory=list)
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a driver's environment needs to reach this cluster."""
+        return {"RAY_ADDRESS": self.address, **self.auth}
 
     def kill(self, node: Node) -> None:
         """SIGKILL a node and everything it started: a machine lost, not a shutdown."""
@@ -86,7 +93,9 @@ def _ray() -> str:
     return str(Path(sys.executable).parent / "ray")
 
 
-def _env(extra: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def _env(
+    extra: dict[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in (base or os.environ).items() if k != "RAY_ADDRESS"}
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **(extra or {})})
     return env
@@ -108,7 +117,7 @@ def _start(name: str, args: list[str], root: Path, env: dict[str, str] | None) -
     return Node(name, proc, workdir, log)
 
 
-def _wait_nodes(address: str, n: int, nodes: list[Node]) -> None:
+def _wait_nodes(address: str, n: int, nodes: list[Node], auth: dict[str, str]) -> None:
     """Until ``n`` nodes are alive in the cluster (``ray.nodes`` from a throwaway driver)."""
     code = (
         "import ray, sys\n"
@@ -121,7 +130,11 @@ def _wait_nodes(address: str, n: int, nodes: list[Node]) -> None:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"ray node {node.name} exited: {node.log.read_text()[-2000:]}")
         proc = subprocess.run(
-            [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", code],
+            env=_env(auth),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
@@ -140,22 +153,26 @@ def local_cluster(
     bytes); everything is killed and removed on exit, even when the body raises.
     """
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    # Ray 2.60 authenticates with a token; ~/.ray/auth_token may hold another cluster's
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**(env if env is not None else os.environ), **auth}
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
+    common = ["--node-ip-address=127.0.0.1"]
+    head_only = [f"--port={port}", f"--temp-dir={root / 'ray'}", "--include-dashboard=false"]
     head = _start(
         "head",
-        ["--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={root / 'ray'}", *common],
+        ["--head", *head_only, "--num-cpus=0", *common],
         root,
         env,
     )
-    cluster = Cluster(address, root, head)
+    cluster = Cluster(address, root, head, auth)
     try:
-        _wait_nodes(address, 1, [head])
+        _wait_nodes(address, 1, [head], auth)
         for i in range(workers):
             args = [f"--address={address}", f"--num-cpus={cpus_per_worker}", *common]
             cluster.workers.append(_start(f"worker{i + 1}", args, root, env))
-        _wait_nodes(address, 1 + workers, [head, *cluster.workers])
+        _wait_nodes(address, 1 + workers, [head, *cluster.workers], auth)
         yield cluster
     finally:
         procs = _procs(cluster.alive())  # before the tops go: orphans leave their tree

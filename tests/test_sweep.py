@@ -262,7 +262,8 @@ def test_one_machine_sweep_with_nothing_set_up(built: Path) -> None:
     shown = run(["dvc", "exp", "show", "--csv"], cwd=built).stdout
     assert all(n in shown for n in names)
     table = (built / "sweeps" / "results" / "seeds.md").read_text()
-    assert table.splitlines()[0].startswith("| experiment | seed | test_accuracy.cnn |")
+    head = "| experiment | seed | train.optimizer | train.lr | test_accuracy.cnn | status |"
+    assert table.splitlines()[0].startswith(head)
 
     # MLflow: one sweep run holding each variant's pipeline run, holding its stage runs
     sweeps = [r for r in all_runs(built) if r.data.tags.get("run_kind") == "sweep"]

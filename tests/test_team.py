@@ -344,7 +344,7 @@ def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path)
     with local_cluster(workers=3, env=hermetic(team.env)) as cluster:
         victim = cluster.workers[2]
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = hermetic({**team.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": path})
+        env = hermetic({**team.env, **cluster.client_env, "PYTHONPATH": path})
         cmd = [sys.executable, "-m", "ops.sweep", str(grid_file), "--git-remote", "origin"]
         t0 = time.monotonic()
         with open(tmp_path / "sweep.out", "w") as out:
