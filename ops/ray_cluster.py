@@ -160,12 +160,7 @@ def local_cluster(
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1"]
     head_only = [f"--port={port}", f"--temp-dir={root / 'ray'}", "--include-dashboard=false"]
-    head = _start(
-        "head",
-        ["--head", *head_only, "--num-cpus=0", *common],
-        root,
-        env,
-    )
+    head = _start("head", ["--head", *head_only, "--num-cpus=0", *common], root, env)
     cluster = Cluster(address, root, head, auth)
     try:
         _wait_nodes(address, 1, [head], auth)
