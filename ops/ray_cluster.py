@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 
 START_TIMEOUT_S = 120
+START_ATTEMPTS = 3  # per worker node
 
 
 @dataclass
@@ -164,10 +165,22 @@ def local_cluster(
     cluster = Cluster(address, root, head, auth)
     try:
         _wait_nodes(address, 1, [head], auth)
-        for i in range(workers):
-            args = [f"--address={address}", f"--num-cpus={cpus_per_worker}", *common]
-            cluster.workers.append(_start(f"worker{i + 1}", args, root, env))
-        _wait_nodes(address, 1 + workers, [head, *cluster.workers], auth)
+        args = [f"--address={address}", f"--num-cpus={cpus_per_worker}", *common]
+        for i in range(workers):  # one at a time: a loaded machine starts them slowly
+            for attempt in range(1, START_ATTEMPTS + 1):
+                node = _start(
+                    f"worker{i + 1}" + (f"-{attempt}" if attempt > 1 else ""), args, root, env
+                )
+                try:
+                    _wait_nodes(address, 2 + i, [head, node], auth)
+                except RuntimeError:
+                    # Ray gives a raylet 30 s to register, whatever the load; try again
+                    cluster.kill(node)
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    continue
+                cluster.workers.append(node)
+                break
         yield cluster
     finally:
         procs = _procs(cluster.alive())  # before the tops go: orphans leave their tree
