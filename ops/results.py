@@ -117,13 +117,25 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
             return "-"
         return f"{_num(q.get('median'))} [{_num(q.get('q1'))}, {_num(q.get('q3'))}]"
 
-    def deletion(model: str) -> str:
+    def deletion(fill: str) -> Callable[[str], str]:
+        def cell(model: str) -> str:
+            d = attr(model)
+            best = _at(d, "best_method", fill)
+            if best is None:
+                return "-"
+            auc = _at(d, "deletion_auc", fill)
+            return f"{best}: {_num(auc[best])} vs random {_num(auc['random'])}"
+
+        return cell
+
+    def trusted(model: str) -> str:
         d = attr(model)
-        best = _at(d, "best_method")
-        if best is None:
+        if d is None or "trusted_method" not in d:
             return "-"
-        auc = _at(d, "deletion_auc")
-        return f"{best}: {_num(auc[best])} vs random {_num(auc['random'])}"
+        name = d["trusted_method"]
+        if name is None:
+            return "none passes the sanity check"
+        return f"{name}: {_num(d['trusted_deletion_auc'])}"
 
     def sanity_fails(model: str) -> str:
         passes = _at(attr(model), "sanity_passes")
@@ -170,8 +182,19 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
             "its class images read as intended by the other two models",
             lambda k: _pct(_others_read_class_images(transfer, k)),
         ),
-        ("deletion AUC, best method vs random order (lower is better)", deletion),
+        (
+            "deletion AUC, black fill: best method vs random order (lower is better)",
+            deletion("black"),
+        ),
+        (
+            "deletion AUC, blur fill: best method vs random order (lower is better)",
+            deletion("blur"),
+        ),
         ("attribution methods failing the sanity check", sanity_fails),
+        (
+            "trusted attribution method: passes the sanity check, lowest blur-fill deletion AUC",
+            trusted,
+        ),
     ]
 
 

@@ -5,7 +5,8 @@ outputs: `class_model` (class images grown from noise), `targeted` (test images 
 to target classes), `noise` (learned additive noise and how it transfers), `fgsm` and
 `pgd` (robust accuracy vs eps), `strong` (PGD-40 + APGD ensemble, minimal eps). Only the
 form's own package is imported, so editing one form reruns that form's stages alone.
-Reads: seed, device, attacks.<form>.
+Reads: seed, device, attacks.<form>; the test split, and the training split for the
+forms that ask for it (class_model: its seeds and judges).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
+from mnistlab.core.mnist import load_mnist
 from mnistlab.core.outputs import write_outputs
 from mnistlab.core.stage import MODEL_OPTIONS, model_inputs
 from mnistlab.core.tensors import set_seeds
@@ -45,11 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     s = model_inputs(args, params)
     p, a = s.params, s.args
     form = importlib.import_module(FORM_PACKAGE.format(form=a.form))
+    # The training split only for a form that asks for it, MD5-verified (like the test
+    # split) before the run opens, so bad data fails in one line and records nothing.
+    train = load_mnist(a.data, "train") if getattr(form, "USES_TRAIN", False) else None
     stage = f"attack@{a.form}-{a.model}"
     section = {f"attacks.{a.form}": getattr(p.attacks, a.form)}
     with torch_run(p, stage, section) as run:
         out = form.compute(
-            AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device)
+            AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device, train)
         )
         log.info(
             "%s: %s", stage, {k: v for k, v in out.metrics.items() if isinstance(v, (int, float))}

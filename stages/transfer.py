@@ -3,7 +3,9 @@
 For the class images, targeted and learned-noise attacks it reuses the images the
 attack stages saved; PGD examples are crafted here at `transfer.pgd_eps`. Reads: seed, device,
 transfer.*, attacks.pgd (steps, step size, random start). Writes: a success matrix
-per form (rows: crafted on, columns: scored on) and a heatmap figure.
+per form (rows: crafted on, columns: scored on) and a heatmap figure; the class images'
+three judges (training-digit kNN and distance from the class_model arrays, the other
+models' reading from the matrices) and the seeded class images side by side.
 """
 
 from __future__ import annotations

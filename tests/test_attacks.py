@@ -13,8 +13,12 @@ from matplotlib.figure import Figure
 from helpers.mnist_small import load_small
 from helpers.params import params_with
 from mnistlab.attacks.class_model import ClassModelResult, class_model
+from mnistlab.attacks.class_model import compute as class_model_compute
 from mnistlab.attacks.class_model import figures as class_figs
+from mnistlab.attacks.class_model.judges import judge, vote
+from mnistlab.attacks.class_model.synthesis import class_means, project_l2, seeds, synthesize
 from mnistlab.attacks.common import figures as common_figs
+from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import (
     fgsm,
     fgsm_attack,
@@ -29,7 +33,7 @@ from mnistlab.attacks.noise import figures as noise_figs
 from mnistlab.attacks.targeted import TargetedResult, targeted
 from mnistlab.attacks.targeted import figures as targeted_figs
 from mnistlab.core.models import build_model
-from mnistlab.core.tensors import predict, set_seeds, to_pixels
+from mnistlab.core.tensors import frozen, predict, set_seeds, to_pixels
 from mnistlab.train import split_train_val, train_model
 
 TARGETS = [2, 3, 6]
@@ -429,6 +433,150 @@ def test_pgd_robust_accuracy_falls_with_eps(model, test_set) -> None:
     assert all(
         p["robust_accuracy"] <= f["robust_accuracy"] for p, f in zip(curve, fgsm_curve, strict=True)
     )
+
+
+# ------------------------------------------------- class images from a seed, and their judges
+
+
+@pytest.fixture(scope="module")
+def train_small() -> tuple[torch.Tensor, torch.Tensor]:
+    """The committed training subset: uint8 (3000, 28, 28) and its labels."""
+    return load_small("train")
+
+
+def test_project_l2_keeps_the_ball_and_the_pixel_range() -> None:
+    gen = torch.Generator().manual_seed(0)
+    center = torch.rand((8, 1, 28, 28), generator=gen)
+    x = center + 2 * torch.randn((8, 1, 28, 28), generator=gen)  # far outside the ball
+    x[0] = center[0]  # a point at the center stays there (no division by a zero norm)
+    x[1] = (center[1] + 0.01).clamp(0, 1)  # inside the ball and the range: unchanged
+    eps = 3.0
+    p = project_l2(x, center, eps)
+    dist = (p - center).flatten(1).norm(dim=1)
+    assert (dist <= eps + 1e-5).all()
+    assert (dist[2:] > eps - 1.5).all()  # far points land near the sphere (clamp may shorten)
+    assert p.min() >= 0 and p.max() <= 1
+    assert torch.equal(p[0], center[0]) and torch.allclose(p[1], x[1])
+
+
+def test_class_mean_seed_is_the_mean_of_that_class(train_small) -> None:
+    images, labels = train_small
+    means = class_means(images, labels)
+    assert means.shape == (10, 1, 28, 28)
+    for k in range(10):
+        direct = images[labels == k].double().mean(0) / 255  # (28, 28)
+        torch.testing.assert_close(means[k, 0].double(), direct, rtol=0, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    kw = dict(noise_mean=0.5, noise_std=0.1, gen=gen)
+    assert torch.equal(seeds("class_mean", train_small, **kw), means)
+    grand = seeds("mean", train_small, **kw)
+    assert (grand == grand[:1]).all()  # the same seed for every class
+    torch.testing.assert_close(
+        grand[0, 0].double(), images.double().mean(0) / 255, atol=1e-6, rtol=0
+    )
+    noise = seeds("noise", train_small, **kw)
+    assert noise.shape == (10, 1, 28, 28) and 0.45 < noise.mean() < 0.55
+    with pytest.raises(ValueError, match="init"):
+        seeds("zeros", train_small, **kw)
+
+
+def test_vote_is_the_majority_and_a_tie_goes_to_the_nearer_class() -> None:
+    labels = torch.tensor([[3, 5, 5, 3, 1], [1, 2, 2, 3, 4], [7, 8, 9, 0, 1], [4, 6, 6, 6, 4]])
+    assert vote(labels).tolist() == [3, 2, 7, 6]
+
+
+def test_knn_judge_reads_real_digits_and_not_noise(mnist, train_small) -> None:
+    """Test digits sit among training digits of their class; blank and noise images sit
+    among one class whatever they were meant as, and far from every digit."""
+    _, (test_x, test_y) = mnist
+    x, y = test_x[:300], test_y[:300]
+    real = judge(x, y, train_small, k=5)
+    assert real.knn_correct.float().mean() > 0.85
+    intended = torch.arange(10)
+    blank = judge(torch.zeros(10, 1, 28, 28), intended, train_small, k=5)
+    assert blank.knn_correct.sum() <= 1  # one vote for all ten: at most one is right
+    noise = judge(
+        torch.rand((10, 1, 28, 28), generator=torch.Generator().manual_seed(0)),
+        intended,
+        train_small,
+        k=5,
+    )
+    assert noise.knn_correct.float().mean() <= 0.3
+    assert noise.nearest_l2.min() > 2 * real.nearest_l2.median()
+    # a training digit is its own nearest neighbour: distance 0 (up to cdist's rounding)
+    own = judge(train_small[0][:10], train_small[1][:10], train_small, k=1)
+    assert own.nearest_l2.max() < 1e-2 and own.knn_correct.all()
+
+
+def test_seeded_synthesis_stays_in_its_ball_and_raises_the_class_score(model, train_small) -> None:
+    seed = seeds("mean", train_small, noise_mean=0.5, noise_std=0.1, gen=torch.Generator())
+    kw = dict(eps=2.0, steps=15, step_size=0.4, objective="ce")
+    with forward_sizes(model) as sizes:
+        images, cost, logits = synthesize(model, seed, **kw)
+    assert sizes == [10] * 16  # every class in one batch: one forward per step, one at the end
+    dist = (images - seed).flatten(1).norm(dim=1)
+    assert (dist <= 2.0 + 1e-5).all() and (dist > 1.0).all()  # moved, but not past eps
+    assert images.min() >= 0 and images.max() <= 1
+    assert cost.shape == (16, 10)
+    target = torch.arange(10)
+    with torch.no_grad(), frozen(model):  # eval mode, as the ascent uses it
+        before = model(seed).log_softmax(1)[target, target]
+    after = logits.log_softmax(1)[target, target]
+    assert (after > before).all()  # the class's log-softmax, the objective, rose for all
+    assert (logits.argmax(1) == target).float().mean() >= 0.8
+    again, _, _ = synthesize(model, seed, **kw)
+    assert torch.equal(images, again)
+
+
+def test_class_model_stage_judges_both_image_sets(model, train_small, mnist) -> None:
+    _, test = mnist
+    params = params_with(
+        {
+            "attacks": {
+                "class_model": {
+                    "steps": 5,
+                    "synthesis": {"steps": 5, "step_size": 0.5, "eps_l2": 1.0},
+                    "knn_k": 3,
+                }
+            }
+        }
+    )
+
+    def run(train=train_small):
+        gen = torch.Generator().manual_seed(0)
+        return class_model_compute(AttackInputs(model, test, params, gen, "cpu", train))
+
+    out = run()
+    a, m = out.arrays, out.metrics
+    for key in ("images", "seeded_images", "seeds"):
+        assert a[key].shape == (10, 1, 28, 28), key
+    for key in ("knn_class", "nearest_l2", "seeded_knn_class", "seed_knn_class", "seed_nearest_l2"):
+        assert a[key].shape == (10,), key
+    moved = ((a["seeded_images"] - a["seeds"]).reshape(10, -1) ** 2).sum(1) ** 0.5
+    assert moved.max() <= 1.0 + 1e-5 and m["seeded"]["moved_l2"] == pytest.approx(moved.mean())
+    intended = torch.arange(10)
+    assert m["knn_accuracy"] == pytest.approx(
+        float((torch.from_numpy(a["knn_class"]) == intended).float().mean())
+    )
+    assert m["seeded"]["knn_accuracy"] == pytest.approx(
+        float((torch.from_numpy(a["seeded_knn_class"]) == intended).float().mean())
+    )
+    assert m["seeded"]["seed_nearest_l2"] == pytest.approx(float(a["seed_nearest_l2"].mean()))
+    for prefix, images in (("", "images"), ("seeded_", "seeded_images"), ("seed_", "seeds")):
+        # judged in one pass, each set keeps its own verdicts
+        alone = judge(torch.from_numpy(a[images]), intended, train_small, k=3)
+        assert alone.knn_class.tolist() == a[f"{prefix}knn_class"].tolist(), prefix
+        torch.testing.assert_close(alone.nearest_l2, torch.from_numpy(a[f"{prefix}nearest_l2"]))
+    assert set(out.figures) == {"class_images", "class_cost"}
+    for fig in out.figures.values():
+        plt.close(fig)
+    again = run()
+    for key, value in out.arrays.items():  # same params and seed: identical arrays
+        assert (value == again.arrays[key]).all(), key
+    for fig in again.figures.values():
+        plt.close(fig)
+    with pytest.raises(ValueError, match="training split"):
+        run(train=None)
 
 
 # --------------------------------------------------------------------------- picking images

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from helpers.mnist_small import load_small
 from helpers.params import params_with
-from mnistlab.attribution import faithfulness, figures, methods, registry, sanity
+from mnistlab.attribution import (
+    baselines,
+    compute,
+    faithfulness,
+    figures,
+    methods,
+    ranking,
+    registry,
+    sanity,
+    trusted_method,
+)
+from mnistlab.core.errors import ParamsError
 from mnistlab.core.models import MnistCNN
 from mnistlab.visualize import figures as visualize_figures
 from mnistlab.visualize.occlusion import occlusion_maps
@@ -22,7 +36,19 @@ def TinyCNN() -> MnistCNN:  # noqa: N802 - reads like the class it builds
     return MnistCNN(channels=4, hidden=16)
 
 
-ATTRIBUTION_METHODS = registry(params_with({"attribution": {"ig_steps": 32}}).attribution)
+CFG = params_with({"attribution": {"ig_steps": 32}}).attribution
+GREY_MEAN = torch.full((1, 1, 28, 28), 0.13)  # about MNIST's mean pixel, for the ig_mean baseline
+ATTRIBUTION_METHODS = registry(CFG, mean_image=GREY_MEAN, seed=0)
+METHOD_NAMES = {
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "ig_blur",
+    "ig_noise",
+    "ig_mean",
+    "grad_cam",
+    "occlusion",
+}
 
 
 def toy_digits(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -203,13 +229,103 @@ def test_occlusion_to_pixels_single_window_spreads_evenly():
     assert px[0, 0, 13, 13] == pytest.approx(1.0)
 
 
-def test_registry_uniform_signature(tiny_model, digits):
+def test_registry_uniform_signature_and_deterministic(tiny_model, digits):
+    """Every method maps (model, x, y) to a finite map like x, the same bytes on every call:
+    the sanity check recomputes each map on randomised models, and noise drawn afresh
+    there would read as the model's doing."""
     x, y = digits
-    assert set(ATTRIBUTION_METHODS) == {"saliency", "integrated_gradients", "grad_cam", "occlusion"}
+    assert set(ATTRIBUTION_METHODS) == METHOD_NAMES
+    state = torch.get_rng_state()
     for name, fn in ATTRIBUTION_METHODS.items():
         a = fn(tiny_model, x, y)
         assert a.shape == x.shape, name
         assert torch.isfinite(a).all(), name
+        assert torch.equal(a, fn(tiny_model, x, y)), name
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator left as it was
+
+
+def test_smoothgrad_is_seeded_noise_tunnel(trained):
+    model, x, y = trained
+    a = methods.smoothgrad(model, x, y, samples=8, noise=0.15, seed=3)
+    torch.manual_seed(123)  # the global state at the call must not matter
+    b = methods.smoothgrad(model, x, y, samples=8, noise=0.15, seed=3)
+    c = methods.smoothgrad(model, x, y, samples=8, noise=0.15, seed=4)
+    assert a.shape == x.shape and (a >= 0).all()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)  # the seed is what draws the noise
+    assert not torch.allclose(a, methods.saliency(model, x, y))  # noise was added
+    # no noise at all: each copy is x, so SmoothGrad is the saliency
+    still = methods.smoothgrad(model, x, y, samples=2, noise=1e-12, seed=3)
+    torch.testing.assert_close(still, methods.saliency(model, x, y), rtol=1e-4, atol=1e-6)
+
+
+def _class_logit(model, x, y):
+    with torch.no_grad():
+        return model(x).gather(1, y[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("baseline", ["blur", "mean"])
+def test_integrated_gradients_completeness_from_informative_baselines(trained, baseline):
+    model, x, y = trained
+    ref = baselines.gaussian_blur(x, 5.0) if baseline == "blur" else GREY_MEAN.expand_as(x)
+    attr, delta = methods.integrated_gradients(model, x, y, steps=64, baseline=ref)
+    gap = _class_logit(model, x, y) - _class_logit(model, ref, y)  # (B,)
+    assert (gap.abs() > 1).all()  # the baseline is far from the image for the model
+    total = attr.flatten(1).sum(1)
+    assert ((total - gap).abs() <= 0.02 * gap.abs()).all(), (total, gap)
+    assert (delta.abs() <= 0.02 * gap.abs()).all()
+
+
+def test_integrated_gradients_noise_averages_seeded_baselines(trained):
+    model, x, y = trained
+    samples = 3
+    attr = methods.integrated_gradients_noise(model, x, y, steps=64, samples=samples, seed=7)
+    noise = baselines.uniform_noise((samples * len(x), *x.shape[1:]), seed=7)  # sample-major
+    gap = torch.stack(
+        [
+            _class_logit(model, x, y) - _class_logit(model, noise[k * len(x) : (k + 1) * len(x)], y)
+            for k in range(samples)
+        ]
+    ).mean(0)  # (B,) completeness holds for the mean over the baselines
+    total = attr.flatten(1).sum(1)
+    torch.testing.assert_close(total, gap, rtol=0.02, atol=0.05)
+    one = methods.integrated_gradients(model, x, y, steps=64, baseline=noise[: len(x)])[0]
+    assert not torch.allclose(attr, one, atol=1e-3)  # more than the first draw
+    again = methods.integrated_gradients_noise(model, x, y, steps=64, samples=samples, seed=7)
+    assert torch.equal(attr, again)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def test_gaussian_blur_keeps_constants_and_erases_a_stroke():
+    grey = torch.full((2, 1, 28, 28), 0.3)
+    torch.testing.assert_close(baselines.gaussian_blur(grey, 5.0), grey, rtol=0, atol=1e-7)
+    sigma, width = 5.0, 3
+    stroke = torch.zeros(1, 1, 28, 28)
+    stroke[..., 13 : 13 + width] = 1.0  # a vertical stroke through the whole image
+    blurred = baselines.gaussian_blur(stroke, sigma)
+    assert blurred.shape == stroke.shape and blurred.dtype == stroke.dtype
+    # its centre keeps erf(w / (2 sqrt(2) sigma)) of its brightness (params.yaml's 24%),
+    # up to the kernel's 3-sigma cut and the border
+    peak = float(blurred[0, 0, 14, 14])
+    assert peak == pytest.approx(math.erf(width / (2 * math.sqrt(2) * sigma)), abs=0.01)
+    assert 0 <= float(blurred.min()) and float(blurred.max()) <= 1  # a mean of pixels
+    assert baselines.gaussian_kernel(0.5, 28).numel() == 2 * 2 + 1  # 3 sigma, rounded up
+    assert baselines.gaussian_kernel(100.0, 28).numel() == 2 * 27 + 1  # no wider than needed
+
+
+def test_mean_image_of_the_training_images():
+    images, _ = load_small("train")
+    mean = baselines.mean_image(images)
+    assert mean.shape == (1, 1, 28, 28) and mean.dtype == torch.float32
+    expected = images.double().mean(0) / 255
+    torch.testing.assert_close(mean[0, 0].double(), expected, rtol=0, atol=1e-7)
+    shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(1))]
+    assert torch.equal(baselines.mean_image(shuffled), mean)  # exact: order-free
+    assert 0.08 < float(mean.mean()) < 0.2  # MNIST's mean pixel is about 0.13
+    with pytest.raises(ValueError, match="uint8"):
+        baselines.mean_image(images.float())
 
 
 # --------------------------------------------------------------------------- faithfulness
@@ -242,6 +358,60 @@ def test_deletion_of_perfect_attribution_beats_random(gen):
     assert good.mean_deletion_auc < base.mean_deletion_auc - 0.1
     # and the deletion curve is monotone non-increasing for the perfect order
     assert (good.deletion.diff(dim=1) <= 1e-12).all()
+
+
+def test_blur_fill_leaves_a_blank_image_unchanged(trained, gen):
+    """A constant image is its own blur: deleting any pixels changes nothing, so the
+    curves are flat whatever the order. Deleting to black changes the image."""
+    model, _, _ = trained
+    grey = torch.full((2, 1, 28, 28), 0.4)
+    y = torch.tensor([1, 5])
+    order = faithfulness.random_order_attribution(grey, generator=gen)
+    fill = baselines.fill_image(grey, "blur", sigma=5.0)
+    blur = faithfulness.deletion_insertion(model, grey, y, order, n_steps=8, fill=fill)
+    for curve in (blur.deletion, blur.insertion):
+        torch.testing.assert_close(curve, curve[:, :1].expand_as(curve), rtol=0, atol=1e-6)
+    black = faithfulness.deletion_insertion(model, grey, y, order, n_steps=8, fill=0.0)
+    assert (black.deletion[:, 0] - black.deletion[:, -1]).abs().max() > 1e-3
+
+
+def test_blur_fill_does_not_reward_following_the_input():
+    """An ink counter (logit = k * sum of pixels) on a thick bright block and thin dimmer
+    lines. Deleting to black, the order of the input itself (brightest first) is the best
+    possible one; deleting to the blur, a block's inside is nearly its own blur, so the
+    thin lines carry what deletion can remove, and the input's order is beaten by the
+    model's exact per-pixel drops, ``k * (x - blur(x))``."""
+    sigma = 2.0
+    x = torch.zeros(1, 1, 28, 28, dtype=torch.float64)
+    x[..., 4:16, 4:16] = 1.0  # 144 pixels, bright
+    x[..., 3:25, 18:27:4] = 0.6  # three 1-pixel lines, 66 pixels, dimmer
+    k = 8.0 / float(x.sum())  # logit +4 on x, -4 on the black image
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2)).double()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0] = k
+        model[1].bias.copy_(torch.tensor([-4.0, 0.0], dtype=torch.float64))
+    y = torch.zeros(1, dtype=torch.long)
+    blurred = baselines.fill_image(x, "blur", sigma=sigma)
+    follows_input = x
+    exact_drop = k * (x - blurred)  # the logit each pixel loses when it takes the blur
+
+    def auc(attr, fill):
+        c = faithfulness.deletion_insertion(model, x, y, attr, n_steps=28, fill=fill)
+        return c.mean_deletion_auc
+
+    # black: following the input is optimal (each pixel's drop is k * x)
+    assert auc(follows_input, 0.0) < auc(exact_drop, 0.0)
+    # blur: it is not
+    assert auc(exact_drop, blurred) < auc(follows_input, blurred) - 0.05
+
+
+def test_deletion_fill_image_must_match(tiny_model, digits):
+    x, y = digits
+    with pytest.raises(ValueError, match="fill must be shaped like x"):
+        faithfulness.deletion_insertion(tiny_model, x, y, x, fill=torch.zeros(1, 1, 28, 28))
+    with pytest.raises(ValueError, match="'black' or 'blur'"):
+        baselines.fill_image(x, "grey", sigma=1.0)
 
 
 def test_deletion_batching_is_invisible(tiny_model, digits):
@@ -295,6 +465,113 @@ def test_randomize_layer_is_seeded_and_keeps_scale(tiny_model):
     assert 0.8 < ratio < 1.2
 
 
+# --------------------------------------------------------------------------- trusted method
+
+
+def test_trusted_method_passes_sanity_with_lowest_blur_auc():
+    auc = {"integrated_gradients": 0.05, "saliency": 0.30, "grad_cam": 0.20, "random": 0.01}
+    passes = {"integrated_gradients": False, "saliency": True, "grad_cam": True}
+    # the random order is no method, even with the lowest AUC; IG fails the check
+    assert ranking(auc) == ["integrated_gradients", "grad_cam", "saliency"]
+    assert trusted_method(auc, passes) == "grad_cam"
+    assert trusted_method(auc, {**passes, "grad_cam": False}) == "saliency"
+    assert trusted_method(auc, dict.fromkeys(passes, False)) is None
+    assert trusted_method(auc, {}) is None  # a method without a verdict is not trusted
+
+
+@pytest.mark.parametrize(
+    ("fills", "needle"),
+    [
+        (["black", "grey"], "attribution.deletion_fills.1: Input should be 'black' or 'blur'"),
+        (["blur", "blur"], "attribution.deletion_fills: each fill once"),
+        (["black"], "attribution.deletion_fills: must include 'blur'"),
+        ([], "attribution.deletion_fills: List should have at least 1 item"),
+        ("blur", "attribution.deletion_fills: Input should be a valid list"),
+    ],
+)
+def test_bad_deletion_fills_is_one_line_naming_the_key(fills, needle):
+    with pytest.raises(ParamsError) as info:
+        params_with({"attribution": {"deletion_fills": fills}})
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"blur_sigma": 0.0}, "attribution.blur_sigma: Input should be greater than 0"),
+        ({"smoothgrad": {"samples": 0}}, "attribution.smoothgrad.samples:"),
+        ({"smoothgrad": {"noyse": 0.1}}, "attribution.smoothgrad.noyse: unknown key"),
+        (
+            {"ig_noise_samples": "4"},
+            "attribution.ig_noise_samples: Input should be a valid integer",
+        ),
+        ({"deletion_fill": 0.0}, "attribution.deletion_fill: unknown key"),  # the old key
+    ],
+)
+def test_bad_attribution_params_name_the_key(override, needle):
+    with pytest.raises(ParamsError) as info:
+        params_with({"attribution": override})
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _small_cfg():
+    return params_with(
+        {
+            "attribution": {
+                "n_images": 2,
+                "ig_steps": 4,
+                "ig_noise_samples": 2,
+                "smoothgrad": {"samples": 2},
+                "occlusion": {"patch": 7, "stride": 7},
+                "deletion_steps": 4,
+            }
+        }
+    ).attribution
+
+
+def test_compute_metrics_layout_and_identical_reruns(tiny_model):
+    images = torch.randint(0, 256, (20, 28, 28), generator=torch.Generator().manual_seed(0))
+    images = images.to(torch.uint8)
+    labels = torch.arange(20) % 10
+    cfg = _small_cfg()
+
+    def run():
+        out = compute(
+            tiny_model, images, labels, name="tiny", cfg=cfg, seed=0, mean_image=GREY_MEAN
+        )
+        for fig in out.figures.values():
+            plt.close(fig)
+        return out
+
+    a, b = run(), run()
+    m = a.metrics
+    assert m["fills"] == ["black", "blur"]
+    for fill in ("black", "blur"):
+        assert (
+            set(m["deletion_auc"][fill])
+            == set(m["insertion_auc"][fill])
+            == METHOD_NAMES | {"random"}
+        )
+        assert sorted(m["ranking"][fill]) == sorted(METHOD_NAMES)
+        assert m["best_method"][fill] == m["ranking"][fill][0]
+    assert set(m["sanity_passes"]) == METHOD_NAMES
+    assert m["trusted_fill"] == "blur"
+    assert m["trusted_method"] == trusted_method(m["deletion_auc"]["blur"], m["sanity_passes"])
+    if m["trusted_method"] is not None:
+        assert m["trusted_deletion_auc"] == m["deletion_auc"]["blur"][m["trusted_method"]]
+    assert set(a.figures) == {"attribution_grid", "deletion_curves", "sanity_check"}
+    assert {f"deletion_blur_{me}" for me in METHOD_NAMES} < set(a.rows[0])
+    assert {f"insertion_black_{me}" for me in METHOD_NAMES} < set(a.rows[0])
+    # same params and seed: the same numbers and arrays
+    assert a.metrics == b.metrics and a.rows == b.rows and a.tables == b.tables
+    assert a.arrays.keys() == b.arrays.keys()
+    for key in a.arrays:
+        assert np.array_equal(a.arrays[key], b.arrays[key]), key
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -311,20 +588,30 @@ def test_figures_render(tiny_model, digits):
         "integrated_gradients": methods.integrated_gradients(tiny_model, x, y, steps=8)[0],
         "grad_cam": methods.grad_cam(tiny_model, x, y, layer=tiny_model.conv2),
     }
-    fig = figures.attribution_grid(x, y, attrs, preds=torch.tensor([3, 1]))
+    passes = {"saliency": True, "integrated_gradients": False, "grad_cam": True}
+    fig = figures.attribution_grid(
+        x, y, attrs, preds=torch.tensor([3, 1]), passes=passes, trusted="grad_cam"
+    )
     assert len(fig.axes) == 2 * 4
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[2] == "IG black\nsanity fails" and titles[3].endswith("(trusted)")
     _render(fig)
 
     gen = torch.Generator().manual_seed(1)
+    order = faithfulness.random_order_attribution(x, generator=gen)
     curves = {
-        name: faithfulness.deletion_insertion(tiny_model, x, y, a, n_steps=4)
-        for name, a in attrs.items()
+        fill: {
+            name: faithfulness.deletion_insertion(tiny_model, x, y, a, n_steps=4, fill=ref)
+            for name, a in {**attrs, "random": order}.items()
+        }
+        for fill, ref in (("black", 0.0), ("blur", baselines.gaussian_blur(x, 5.0)))
     }
-    curves["random"] = faithfulness.deletion_insertion(
-        tiny_model, x, y, faithfulness.random_order_attribution(x, generator=gen), n_steps=4
-    )
-    fig = figures.deletion_curves(curves)
-    assert len(fig.axes) == 2
+    fig = figures.deletion_curves(curves, passes=passes)
+    assert len(fig.axes) == 2 * 2
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    aucs = [float(t.split("(")[1].split(",")[0].rstrip(")")) for t in legend]
+    assert aucs == sorted(aucs) and len(legend) == 4  # the ranking, best first
+    assert any("fails sanity" in t for t in legend)
     _render(fig)
 
     table = {

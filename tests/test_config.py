@@ -61,6 +61,15 @@ def test_model_overrides_merge_with_train_section() -> None:
         ({"train": {"channels_last": 1}}, "train.channels_last: Input should be a valid boolean"),
         ({"surprise": 1}, "surprise: unknown key"),
         ({"train": 3}, "train: Input should be a valid dictionary"),
+        (
+            {"attacks": {"class_model": {"synthesis": {"init": "zeros"}}}},
+            "attacks.class_model.synthesis.init: Input should be 'mean', 'class_mean' or 'noise'",
+        ),
+        (
+            {"attacks": {"class_model": {"synthesis": {"eps": 3.0}}}},
+            "attacks.class_model.synthesis.eps: unknown key",
+        ),
+        ({"attacks": {"class_model": {"knn_k": 0}}}, "attacks.class_model.knn_k: Input should be"),
     ],
 )
 def test_bad_params_name_the_key(raw: dict, needle: str) -> None:

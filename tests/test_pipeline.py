@@ -391,16 +391,38 @@ def test_robust_model_metrics(built: Path) -> None:
             assert ra["gap"][eps] == pytest.approx(ra["pgd"][eps] - ra["strong"][eps])
         assert strong["min_eps"]["n_images"] == 10
     transfer = json.loads((built / "metrics/transfer.json").read_text())
-    assert set(transfer["success"]) == {"class_model", "targeted", "noise", "pgd"}
+    assert set(transfer["success"]) == {
+        "class_model",
+        "targeted",
+        "noise",
+        "pgd",
+        "class_model_seeded",
+    }
+    judges = transfer["class_image_judges"]
+    assert set(judges) == {"seeded", "from_noise"}
+    for image_set, per_model in judges.items():
+        assert list(per_model) == list(MODELS)
+        for row in per_model.values():
+            assert {"knn_accuracy", "nearest_l2", "cross_model"} <= set(row), image_set
     assert all(len(row) == 3 for row in transfer["success"]["class_model"].values())
     attribution = json.loads((built / "metrics/attribution/cnn.json").read_text())
-    assert set(attribution["deletion_auc"]) == {
+    methods = {
         "saliency",
+        "smoothgrad",
         "integrated_gradients",
+        "ig_blur",
+        "ig_noise",
+        "ig_mean",
         "grad_cam",
         "occlusion",
-        "random",
     }
+    assert set(attribution["deletion_auc"]) == {"black", "blur"}
+    for fill in ("black", "blur"):
+        assert set(attribution["deletion_auc"][fill]) == methods | {"random"}
+        assert set(attribution["ranking"][fill]) == methods
+    assert set(attribution["sanity_passes"]) == methods
+    trusted = attribution["trusted_method"]
+    assert trusted is None or attribution["sanity_passes"][trusted]
 
 
 def _edit(repo: Path, rel: str) -> None:

@@ -53,7 +53,8 @@ def sentinel_metrics() -> dict[str, Any]:
     """A complete metrics directory's contents, ``{relative path without .json: data}``."""
     s = Sentinels()
     out: dict[str, Any] = {}
-    methods = ("saliency", "integrated_gradients", "grad_cam", "occlusion")
+    methods = ("saliency", "smoothgrad", "integrated_gradients", "ig_blur", "grad_cam")
+    fills = ("black", "blur")
     for i, m in enumerate(MODEL_NAMES):
         out[f"evaluate/{m}"] = {
             "test_accuracy": TEST_ACCURACY[m],
@@ -92,12 +93,22 @@ def sentinel_metrics() -> dict[str, Any]:
                 ]
             }
         }
+        deletion = {f: {me: s() for me in (*methods, "random")} for f in fills}
+        ranking = {f: sorted(methods, key=deletion[f].get) for f in fills}
+        passes = {me: me != "integrated_gradients" for me in methods}
+        trusted = None if m == "cnn_bn" else next(me for me in ranking["blur"] if passes[me])
         out[f"attribution/{m}"] = {
-            "deletion_auc": {me: s() for me in (*methods, "random")},
-            "best_method": methods[i],
-            "best_deletion_auc_vs_random": 1 + s(),
+            "fills": list(fills),
+            "deletion_auc": deletion,
+            "ranking": ranking,
+            "best_method": {f: ranking[f][0] for f in fills},
+            "best_deletion_auc_vs_random": {f: 1 + s() for f in fills},
             "sanity_spearman": {layer: {me: s() for me in methods} for layer in ("fc2", "conv1")},
-            "sanity_passes": {me: me != "integrated_gradients" for me in methods},
+            "sanity_passes": passes,
+            "trusted_fill": "blur",
+            "trusted_method": trusted,  # cnn_bn: none passes
+            "trusted_deletion_auc": None if trusted is None else deletion["blur"][trusted],
+            "trusted_deletion_auc_vs_random": None if trusted is None else 0.5 + s(),
         }
         for form in ("class_model", "targeted", "noise"):
             out[f"attack/{form}-{m}"] = {"success_rate": s(), "mean_confidence": s()}
@@ -119,7 +130,27 @@ def sentinel_metrics() -> dict[str, Any]:
     }
     success["targeted"]["cnn"]["cnn_adv"] = 0.4321  # crafted on cnn, scored on cnn_adv
     success["targeted"]["cnn_adv"]["cnn"] = 0.1234  # the other way round
-    out["transfer"] = {"models": list(MODEL_NAMES), "pgd_eps": 0.1, "success": success}
+    judges = {
+        "seeded": {
+            m: {
+                "knn_accuracy": s(),
+                "nearest_l2": 5 + s(),
+                "cross_model": s(),
+                "seed_knn_accuracy": s(),
+                "seed_nearest_l2": 6 + s(),
+            }
+            for m in MODEL_NAMES
+        },
+        "from_noise": {
+            m: {"knn_accuracy": s(), "nearest_l2": 7 + s(), "cross_model": s()} for m in MODEL_NAMES
+        },
+    }
+    out["transfer"] = {
+        "models": list(MODEL_NAMES),
+        "pgd_eps": 0.1,
+        "success": success,
+        "class_image_judges": judges,
+    }
     out["compare"] = {"min_eps_median": {m: s() for m in MODEL_NAMES}}
     return out
 
@@ -190,8 +221,9 @@ def test_sentinels_are_distinct() -> None:
 
     def walk(v: Any) -> None:
         if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
+            for key, x in v.items():
+                if key != "trusted_deletion_auc":  # one of deletion_auc's, by definition
+                    walk(x)
         elif isinstance(v, float):
             leaves.append(v)
 

@@ -37,9 +37,14 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
         tmp_path,
         "attribution/cnn.json",
         {
-            "best_method": "saliency",
-            "deletion_auc": {"saliency": 0.1, "random": 0.4},
+            "best_method": {"black": "integrated_gradients", "blur": "saliency"},
+            "deletion_auc": {
+                "black": {"saliency": 0.2, "integrated_gradients": 0.05, "random": 0.6},
+                "blur": {"saliency": 0.1, "integrated_gradients": 0.3, "random": 0.4},
+            },
             "sanity_passes": {"saliency": True, "integrated_gradients": False},
+            "trusted_method": "saliency",
+            "trusted_deletion_auc": 0.1,
         },
     )
     rows = {line.split(" | ")[0].lstrip("| "): line for line in results.table(tmp_path).split("\n")}
@@ -54,8 +59,12 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
     # the other two models, not the model itself: (0.8 + 0.6) / 2
     read = rows["its class images read as intended by the other two models"].split(" | ")
     assert read[3] == "70.0%"
-    deletion = rows["deletion AUC, best method vs random order (lower is better)"].split(" | ")
-    assert deletion[1] == "saliency: 0.100 vs random 0.400"
+    black = rows["deletion AUC, black fill: best method vs random order (lower is better)"]
+    assert black.split(" | ")[1] == "integrated_gradients: 0.050 vs random 0.600"
+    blur = rows["deletion AUC, blur fill: best method vs random order (lower is better)"]
+    assert blur.split(" | ")[1] == "saliency: 0.100 vs random 0.400"
+    trusted = "trusted attribution method: passes the sanity check, lowest blur-fill deletion AUC"
+    assert rows[trusted].split(" | ")[1:3] == ["saliency: 0.100", "-"]
     assert rows["attribution methods failing the sanity check"].split(" | ")[1] == (
         "integrated_gradients"
     )

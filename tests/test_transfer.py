@@ -68,11 +68,36 @@ def targeted_arrays(fooled: dict[str, int]) -> dict[str, np.ndarray]:
     return {"images": images, "targets": targets, "original_labels": originals}
 
 
-def class_model_arrays(read_by: dict[str, int]) -> dict[str, np.ndarray]:
-    """Images grown for classes 0-9: model ``m`` reads the first ``read_by[m]`` of them as
+def class_images(read_by: dict[str, int]) -> np.ndarray:
+    """Images made for classes 0-9: model ``m`` reads the first ``read_by[m]`` of them as
     intended and the rest as the next class."""
     reads = [{m: k if k < read_by.get(m, 0) else (k + 1) % 10 for m in MODELS} for k in range(10)]
-    return {"images": np.stack([image(r) for r in reads])}
+    return np.stack([image(r) for r in reads])
+
+
+def knn_votes(n_right: int) -> np.ndarray:
+    """kNN votes for images 0-9: the first ``n_right`` the intended class, the rest the next."""
+    return np.array([k if k < n_right else (k + 1) % 10 for k in range(10)])
+
+
+def class_model_arrays(
+    read_by: dict[str, int], seeded_by: dict[str, int] | None = None, source: str = "cnn"
+) -> dict[str, np.ndarray]:
+    """What a class_model stage saves: images grown from noise (read as ``read_by``),
+    images from a seed (read as ``seeded_by``), and the training-digit judges of both
+    and of the seed, with values that say which ``source`` model they belong to."""
+    r = ROW[source]
+    return {
+        "images": class_images(read_by),
+        "knn_class": knn_votes(KNN_FROM_NOISE[source]),
+        "nearest_l2": np.arange(10, dtype=np.float32) + 10 * r,  # mean 4.5 + 10 r
+        "seeded_images": class_images(seeded_by or {}),
+        "seeded_knn_class": knn_votes(KNN_SEEDED[source]),
+        "seeded_nearest_l2": np.full(10, 1.0 + r, dtype=np.float32),
+        "seeds": np.full((10, 1, 28, 28), 0.1 * (r + 1), dtype=np.float32),
+        "seed_knn_class": knn_votes(1),
+        "seed_nearest_l2": np.full(10, 7.0, dtype=np.float32),
+    }
 
 
 def noise_arrays(fooled: dict[str, int]) -> dict[str, np.ndarray]:
@@ -98,6 +123,13 @@ CLASS_MODEL = {  # the robust model's class images are read as intended by every
     "cnn_adv": {"cnn": 10, "cnn_bn": 10, "cnn_adv": 10},
 }
 NOISE = {"cnn": {"cnn": 4, "cnn_bn": 1}, "cnn_bn": {"cnn_bn": 4}, "cnn_adv": {"cnn_adv": 2}}
+SEEDED = {  # the seeded class images: cnn_adv's are read as intended by the other two
+    "cnn": {"cnn": 10, "cnn_bn": 2},
+    "cnn_bn": {"cnn_bn": 10, "cnn_adv": 1},
+    "cnn_adv": {"cnn": 9, "cnn_bn": 8, "cnn_adv": 10},
+}
+KNN_SEEDED = {"cnn": 1, "cnn_bn": 3, "cnn_adv": 9}  # seeded images whose kNN vote is right
+KNN_FROM_NOISE = {"cnn": 2, "cnn_bn": 0, "cnn_adv": 4}
 
 
 def matrix(counts: dict[str, dict[str, int]], total: int) -> list[list[float]]:
@@ -106,7 +138,7 @@ def matrix(counts: dict[str, dict[str, int]], total: int) -> list[list[float]]:
 
 def test_matrix_helpers_are_not_symmetric() -> None:
     """The cases below would not catch a transposition if they were symmetric."""
-    for counts, total in ((TARGETED, 7), (CLASS_MODEL, 10), (NOISE, 4)):
+    for counts, total in ((TARGETED, 7), (CLASS_MODEL, 10), (NOISE, 4), (SEEDED, 10)):
         mat = np.array(matrix(counts, total))
         assert not np.allclose(mat, mat.T)
 
@@ -126,10 +158,11 @@ def test_noise_success_skips_noise_whose_target_is_its_source() -> None:
 
 
 def test_class_model_success_is_the_share_read_as_intended() -> None:
-    arrays = class_model_arrays({"cnn_adv": 6})
+    arrays = class_model_arrays({"cnn_adv": 6}, {"cnn": 3})
     m = models()
     assert transfer.class_model_success(m["cnn_adv"], arrays) == pytest.approx(0.6)
     assert transfer.class_model_success(m["cnn"], arrays) == 0.0
+    assert transfer.class_model_success(m["cnn"], arrays, "seeded_images") == pytest.approx(0.3)
 
 
 def test_untargeted_success_counts_only_images_the_model_gets_right_clean() -> None:
@@ -151,7 +184,7 @@ def stage_out():
     arrays = {}
     for src in MODELS:
         arrays["targeted", src] = targeted_arrays(TARGETED[src])
-        arrays["class_model", src] = class_model_arrays(CLASS_MODEL[src])
+        arrays["class_model", src] = class_model_arrays(CLASS_MODEL[src], SEEDED[src], src)
         arrays["noise", src] = noise_arrays(NOISE[src])
     # Clean test images read their label to every model by a small margin (0.6 vs 0.45),
     # which PGD at eps 0.3 overturns on the rows the attacked model reads, and only
@@ -186,7 +219,12 @@ def success(out, form: str) -> list[list[float]]:
 
 @pytest.mark.parametrize(
     ("form", "counts", "total"),
-    [("targeted", TARGETED, 7), ("class_model", CLASS_MODEL, 10), ("noise", NOISE, 4)],
+    [
+        ("targeted", TARGETED, 7),
+        ("class_model", CLASS_MODEL, 10),
+        ("noise", NOISE, 4),
+        ("class_model_seeded", SEEDED, 10),
+    ],
 )
 def test_rows_are_the_source_model_and_columns_the_scoring_model(
     stage_out, form: str, counts: dict, total: int
@@ -218,3 +256,57 @@ def test_figure_draws_each_matrix_with_sources_as_rows(stage_out) -> None:
         assert [t.get_text() for t in ax.get_xticklabels()] == list(MODELS)
         drawn = np.asarray(ax.images[0].get_array())
         np.testing.assert_allclose(drawn, 100 * np.array(success(stage_out, form)), atol=1e-4)
+
+
+def off_diagonal_mean(counts: dict[str, dict[str, int]], src: str) -> float:
+    """The share of ``src``'s 10 class images the other two models read as intended."""
+    return sum(counts[src].get(dst, 0) for dst in MODELS if dst != src) / (10 * (len(MODELS) - 1))
+
+
+def test_class_image_judges_are_each_models_own(stage_out) -> None:
+    """kNN and distance come from the model's own class_model arrays, the cross-model
+    reading from its own row of the matrix of the same image set (never its column)."""
+    judges = stage_out.metrics["class_image_judges"]
+    assert list(judges) == ["seeded", "from_noise"]
+    for m in MODELS:
+        r = ROW[m]
+        assert judges["seeded"][m] == pytest.approx(
+            {
+                "knn_accuracy": KNN_SEEDED[m] / 10,
+                "nearest_l2": 1.0 + r,
+                "cross_model": off_diagonal_mean(SEEDED, m),
+                "seed_knn_accuracy": 0.1,
+                "seed_nearest_l2": 7.0,
+            }
+        )
+        assert judges["from_noise"][m] == pytest.approx(
+            {
+                "knn_accuracy": KNN_FROM_NOISE[m] / 10,
+                "nearest_l2": 4.5 + 10 * r,
+                "cross_model": off_diagonal_mean(CLASS_MODEL, m),
+            }
+        )
+    # the expected cross-model readings differ from the columns' means: a swap would show
+    assert off_diagonal_mean(SEEDED, "cnn_adv") == pytest.approx(0.85)
+    assert judges["seeded"]["cnn"]["cross_model"] == pytest.approx(0.1)
+
+
+def test_seeded_class_images_figure_rows_are_the_seeds_then_each_model(stage_out) -> None:
+    fig = stage_out.figures["class_images_seeded"]
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 10 * (len(MODELS) + 1)
+    judges = stage_out.metrics["class_image_judges"]["seeded"]
+    seeds = class_model_arrays({}, {}, MODELS[0])["seeds"]
+    assert axes[0].get_ylabel().splitlines()[0] == "seed"
+    np.testing.assert_array_equal(np.asarray(axes[0].images[0].get_array()), seeds[0, 0])
+    for r, m in enumerate(MODELS, start=1):
+        label = axes[10 * r].get_ylabel().splitlines()
+        assert label[0] == m
+        assert label[1] == f"kNN {100 * judges[m]['knn_accuracy']:.0f}%"
+        assert label[3] == f"others {100 * judges[m]['cross_model']:.0f}%"
+        expected = class_images(SEEDED[m])
+        for k in range(10):
+            ax = axes[10 * r + k]
+            np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected[k, 0])
+            vote = int(knn_votes(KNN_SEEDED[m])[k])
+            assert ax.get_xlabel() == f"kNN {vote}"

@@ -66,9 +66,16 @@ TINY = {
     },
     "evaluate": {"test_limit": 1000},
     "visualize": {"occlusion": {"n_images": 4, "stride": 3}},
-    "attribution": {"n_images": 3, "ig_steps": 8, "occlusion": {"stride": 2}, "deletion_steps": 8},
+    "attribution": {
+        "n_images": 3,
+        "ig_steps": 8,
+        "ig_noise_samples": 2,
+        "smoothgrad": {"samples": 4},
+        "occlusion": {"stride": 2},
+        "deletion_steps": 8,
+    },
     "attacks": {
-        "class_model": {"steps": 20},
+        "class_model": {"steps": 20, "synthesis": {"steps": 20, "step_size": 0.75}},
         "targeted": {"steps": 20},
         "noise": {"steps": 20},
         "fgsm": {"n_images": 100, "eps": [0.0, 0.1, 0.3]},

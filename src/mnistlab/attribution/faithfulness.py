@@ -1,8 +1,13 @@
 """Faithfulness of an attribution by deletion and insertion curves (Petsiuk et al. 2018).
 
 Pixels are ranked by decreasing attribution (ties in raster order). *Deletion*
-sets the top fraction ``f`` of pixels to ``fill``; *insertion* starts from an image of
-``fill`` and reveals the top fraction ``f`` of the original pixels. At each of
+sets the top fraction ``f`` of pixels to ``fill``; *insertion* starts from the ``fill``
+image and reveals the top fraction ``f`` of the original pixels. The fill is a value
+(0 = black, MNIST's background) or an image per input, e.g. its blurred copy
+(:func:`mnistlab.attribution.baselines.fill_image`): deleting to black removes the
+digit's bright pixels and so rewards any map that follows the input, while a blurred
+pixel keeps the image near the data (Petsiuk et al. 2018 insert into a blurred image;
+Rong et al. 2022, ROAD, on how the fill leaks information). At each of
 ``n_steps + 1`` fractions ``f = 0, 1/n_steps, ..., 1`` the softmax probability of
 class ``y`` is recorded; the area under each curve (trapezoid over ``f`` in [0, 1])
 summarises it. A faithful attribution gives a *low* deletion AUC (the probability
@@ -19,6 +24,8 @@ from torch import nn
 
 from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement
+
+RANDOM_KEY = "random"  # the random pixel order (:func:`random_order_attribution`) in tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +73,7 @@ def deletion_insertion(
     attribution: torch.Tensor,
     *,
     n_steps: int = 28,
-    fill: float = 0.0,
+    fill: float | torch.Tensor = 0.0,
     batch_size: int = 1024,
 ) -> Curves:
     """Deletion and insertion curves of ``attribution``, in batched forward passes.
@@ -81,18 +88,21 @@ def deletion_insertion(
         attribution: ``(B, 1, 28, 28)``; larger = more important.
         n_steps: number of fraction intervals; step ``s`` changes
             ``round(s / n_steps * 784)`` pixels.
-        fill: value of deleted pixels and of the insertion start image (0 = black).
+        fill: what a deleted pixel becomes and the insertion start image: a value
+            (0 = black) or a tensor shaped like ``x`` (one fill image per input).
         batch_size: images per forward pass.
 
     Raises:
         ValueError: ``x`` is not float ``(B, 1, H, W)``, ``y`` not ``(B,)``, ``attribution``
-            not shaped like ``x``, or ``n_steps`` / ``batch_size`` < 1.
+            or a tensor ``fill`` not shaped like ``x``, or ``n_steps`` / ``batch_size`` < 1.
     """
     check_inputs(x, y)
     if attribution.shape != x.shape:
         raise ValueError(
             f"attribution must be shaped like x {tuple(x.shape)}, got {tuple(attribution.shape)}"
         )
+    if isinstance(fill, torch.Tensor) and fill.shape != x.shape:
+        raise ValueError(f"fill must be shaped like x {tuple(x.shape)}, got {tuple(fill.shape)}")
     if n_steps < 1 or batch_size < 1:
         raise ValueError(f"n_steps and batch_size must be positive, got {n_steps}, {batch_size}")
     model.eval()
@@ -104,7 +114,10 @@ def deletion_insertion(
     ranks = pixel_ranks(attribution).to(dev)  # (B, P)
     fractions = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)  # (S+1,)
     counts = torch.round(fractions * n_pix).long().to(dev)  # (S+1,) pixels changed per step
-    fill_t = torch.tensor(float(fill), device=dev, dtype=dtype)
+    if isinstance(fill, torch.Tensor):
+        fill_f = fill.detach().to(dev, dtype).flatten(1)  # (B, P)
+    else:
+        fill_f = torch.full_like(xf, float(fill))  # (B, P)
 
     s1 = n_steps + 1
     total = 2 * b * s1  # flat id k = (mode * B + image) * (S+1) + step; mode 0 = deletion
@@ -113,8 +126,8 @@ def deletion_insertion(
         k = torch.arange(start, min(start + batch_size, total), device=dev)
         step, img, mode = k % s1, (k // s1) % b, k // (s1 * b)
         top = ranks[img] < counts[step][:, None]  # (n, P) the top fraction of pixels
-        deleted = torch.where(top, fill_t, xf[img])
-        inserted = torch.where(top, xf[img], fill_t)
+        deleted = torch.where(top, fill_f[img], xf[img])
+        inserted = torch.where(top, xf[img], fill_f[img])
         batch = torch.where((mode == 0)[:, None], deleted, inserted)  # (n, P)
         logits = model(batch.reshape(len(k), *x.shape[1:]))  # (n, K)
         p = logits.softmax(1, dtype=probs.dtype)

@@ -4,7 +4,8 @@
 ``occlusion.png``. Functions do not save, show or log; tensors may live anywhere.
 Signed maps use one diverging scale centred on zero (red positive, blue negative),
 non-negative maps a sequential scale from 0; every attribution panel has its own
-range (attributions of different images and methods are not on one scale).
+range (attributions of different images and methods are not on one scale). Each method
+keeps one colour and one short label (:data:`LABELS`) in every figure.
 """
 
 from __future__ import annotations
@@ -16,13 +17,47 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from mnistlab.attribution.faithfulness import RANDOM_KEY
 from mnistlab.core.figures import new_figure
 from mnistlab.visualize.figures import map_array, outline
 
 SIGNED_CMAP = "RdBu_r"
 POSITIVE_CMAP = "magma"
 PROB_CMAP = "viridis"
-RANDOM_KEY = "random"  # the baseline entry of :func:`deletion_curves`
+# The methods in the stage's order, with short labels: nine columns of the grid must fit.
+LABELS = {
+    "saliency": "saliency",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "IG black",
+    "ig_blur": "IG blur",
+    "ig_noise": "IG noise",
+    "ig_mean": "IG mean",
+    "grad_cam": "Grad-CAM",
+    "occlusion": "occlusion",
+    RANDOM_KEY: "random order",
+}
+
+
+def label(name: str) -> str:
+    """Short display name of a method (its key, spaced, if it has none)."""
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def style(name: str) -> dict[str, object]:
+    """Line style of a method: a fixed tab10 colour per known method (so a method looks
+    the same in every figure), dashed grey for the random order."""
+    if name == RANDOM_KEY:
+        return {"color": "0.45", "ls": "--"}
+    known = [m for m in LABELS if m != RANDOM_KEY]
+    if name in known:
+        return {"color": f"C{known.index(name)}"}
+    return {}
+
+
+def _verdict(name: str, passes: Mapping[str, bool] | None) -> str:
+    if passes is None or name not in passes:
+        return ""
+    return "" if passes[name] else ", fails sanity"
 
 
 class CurvesLike(Protocol):
@@ -46,6 +81,8 @@ def attribution_grid(
     preds: torch.Tensor | None = None,
     *,
     title: str = "",
+    passes: Mapping[str, bool] | None = None,
+    trusted: str | None = None,
 ) -> Figure:
     """Rows = images, columns = the input then one attribution map per method.
 
@@ -56,12 +93,15 @@ def attribution_grid(
             signed (diverging), otherwise from 0 (sequential); each panel its own range.
         preds: predicted classes ``(N,)``, shown beside the true ones.
         title: figure title.
+        passes: method -> passes the sanity check; shown under each column's name.
+        trusted: the trusted method, whose column name is set in bold.
 
     Returns:
         Figure with ``N * (1 + len(attributions))`` axes.
     """
     n, m = len(images), len(attributions)
-    fig = new_figure(1.5 * (m + 1) + 0.3, 1.55 * n + 0.6)
+    panel = 1.3  # inches per 28x28 map: nine columns stay under 13 inches
+    fig = new_figure(panel * (m + 1) + 0.3, (panel + 0.05) * n + 0.9)
     fig.suptitle(title or "attributions (each panel on its own scale; outline = the digit)")
     axes = fig.subplots(n, m + 1, squeeze=False)
     for k in range(n):
@@ -85,55 +125,67 @@ def attribution_grid(
                 ax.imshow(a, cmap=POSITIVE_CMAP, vmin=0, vmax=max(float(a.max()), 1e-12))
                 outline(ax, image, "w")
             if k == 0:
-                ax.set_title(name.replace("_", " "), fontsize=9)
+                head = label(name)
+                if passes is not None and name in passes:
+                    head += "\nsanity " + ("passes" if passes[name] else "fails")
+                if name == trusted:
+                    head += " (trusted)"
+                ax.set_title(head, fontsize=8, fontweight="bold" if name == trusted else "normal")
     for ax in axes.flat:
         ax.set(xticks=[], yticks=[])
     return fig
 
 
-def deletion_curves(curves: Mapping[str, CurvesLike], *, title: str = "") -> Figure:
-    """Mean deletion (left) and insertion (right) curves, one line per method.
+def deletion_curves(
+    curves: Mapping[str, Mapping[str, CurvesLike]],
+    *,
+    passes: Mapping[str, bool] | None = None,
+    title: str = "",
+) -> Figure:
+    """Mean deletion (left) and insertion (right) curves, one row per fill, one line per
+    method; each legend lists the methods by their AUC, best first (the ranking).
 
     Args:
-        curves: method -> ``faithfulness.Curves``; the key ``"random"`` (random pixel
-            order, the baseline) is drawn dashed grey.
+        curves: fill (e.g. ``"black"``, ``"blur"``) -> method -> ``faithfulness.Curves``;
+            the method ``"random"`` (random pixel order, the baseline) is drawn dashed grey.
+        passes: method -> passes the sanity check; failures are marked in the legends.
         title: figure title.
 
     Returns:
-        Figure with 2 axes; legends give each method's mean AUC.
+        Figure with ``2 * len(curves)`` axes.
     """
-    fig = new_figure(9.0, 3.8)
+    fills = list(curves)
+    fig = new_figure(11.0, 4.2 * len(fills) + 0.4)
     fig.suptitle(
         title or "faithfulness: P(true class) as pixels are deleted / inserted in attribution order"
     )
-    ax_del, ax_ins = fig.subplots(1, 2)
-    for name, cur in curves.items():
-        style = {"color": "0.45", "ls": "--"} if name == RANDOM_KEY else {}
-        f = cur.fractions.double().cpu().numpy()
-        ax_del.plot(
-            f,
-            cur.deletion.double().mean(0).cpu().numpy(),
-            **style,
-            label=f"{name} (AUC {cur.mean_deletion_auc:.3f})",
-        )
-        ax_ins.plot(
-            f,
-            cur.insertion.double().mean(0).cpu().numpy(),
-            **style,
-            label=f"{name} (AUC {cur.mean_insertion_auc:.3f})",
-        )
-    ax_del.set(
-        title="deletion (lower AUC = more faithful)",
-        xlabel="fraction of pixels deleted (most important first)",
-    )
-    ax_ins.set(
-        title="insertion (higher AUC = more faithful)",
-        xlabel="fraction of pixels inserted (most important first)",
-    )
-    for ax in (ax_del, ax_ins):
-        ax.set(ylabel="mean P(true class)", xlim=(0, 1), ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes = fig.subplots(len(fills), 2, squeeze=False)
+    for (ax_del, ax_ins), fill in zip(axes, fills, strict=True):
+        by_method = curves[fill]
+        for ax, kind in ((ax_del, "deletion"), (ax_ins, "insertion")):
+            auc = {name: getattr(cur, f"mean_{kind}_auc") for name, cur in by_method.items()}
+            best_first = sorted(auc, key=auc.__getitem__, reverse=kind == "insertion")
+            for name in best_first:
+                cur = by_method[name]
+                ax.plot(
+                    cur.fractions.double().cpu().numpy(),
+                    getattr(cur, kind).double().mean(0).cpu().numpy(),
+                    **style(name),
+                    label=f"{label(name)} ({auc[name]:.3f}{_verdict(name, passes)})",
+                )
+            better = "lower" if kind == "deletion" else "higher"
+            ax.set(
+                title=f"{kind}, {fill} fill ({better} AUC = more faithful)",
+                xlabel=f"fraction of pixels {'deleted' if kind == 'deletion' else 'inserted'}"
+                " (most important first)",
+                ylabel="mean P(true class)",
+                xlim=(0, 1),
+                ylim=(-0.02, 1.02),
+            )
+            ax.grid(alpha=0.3)
+            # deletion curves end low, insertion curves high: the legend goes where they are not
+            where = "upper right" if kind == "deletion" else "lower right"
+            ax.legend(fontsize=6.5, title="AUC, best first", title_fontsize=7, loc=where)
     return fig
 
 
@@ -154,11 +206,12 @@ def sanity_check(
     """
     steps = list(table)
     methods = list(dict.fromkeys(name for row in table.values() for name in row))
-    fig = new_figure(6.4, 4.0)
+    fig = new_figure(8.0, 4.2)
     ax = fig.add_subplot()
     xs = np.arange(len(steps))
     for name in methods:
-        ax.plot(xs, [table[s].get(name, np.nan) for s in steps], "o-", label=name.replace("_", " "))
+        ys = [table[s].get(name, np.nan) for s in steps]
+        ax.plot(xs, ys, "o-", ms=4, **style(name), label=label(name))
     ax.axhline(threshold, color="0.4", ls="--", lw=1, label=f"pass below {threshold:g}")
     ax.axhline(0, color="0.7", lw=0.8)
     labels = [
@@ -174,5 +227,5 @@ def sanity_check(
         title=title or "sanity check: cascading model randomisation",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # eight methods
     return fig

@@ -1,5 +1,6 @@
-"""Attribution methods for an MNIST classifier: saliency, Integrated Gradients,
-Grad-CAM and occlusion (ours, batched, and Captum's for reference).
+"""Attribution methods for an MNIST classifier: saliency, SmoothGrad, Integrated Gradients
+(from any baseline, or averaged over noise baselines), Grad-CAM and occlusion (ours,
+batched, and Captum's for reference).
 
 Every method takes raw pixels ``x`` in [0, 1] shaped ``(B, 1, 28, 28)``, the classes
 ``y`` ``(B,)`` to explain (usually the true labels), and attributes the model's
@@ -10,7 +11,8 @@ are detached CPU tensors in the model's floating dtype.
 Sign conventions (larger = more important for class ``y`` everywhere):
 
 * saliency: ``|d logit_y / d x|`` (Captum ``abs=True``, Simonyan et al. 2014), >= 0.
-* integrated gradients: signed (positive pixels push ``logit_y`` up).
+* SmoothGrad: the saliency averaged over noisy copies of ``x`` (Smilkov et al. 2017), >= 0.
+* integrated gradients: signed (positive pixels push ``logit_y`` up), from any baseline.
 * grad-CAM: ReLU'd, >= 0 (Selvaraju et al. 2017), bilinearly upsampled to 28x28.
 * occlusion: signed drop ``logit_y(x) - logit_y(x occluded)`` (positive = the patch
   hurt class ``y``).
@@ -35,10 +37,18 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+from captum.attr import (
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from torch import nn
 from torch.nn import functional as F
 
+from mnistlab.attribution.baselines import uniform_noise
 from mnistlab.core.params_types import IMAGE_SIZE
 from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement, softmax
@@ -132,6 +142,82 @@ def integrated_gradients(
         return_convergence_delta=True,
     )
     return attr.detach().cpu(), delta.detach().cpu()
+
+
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    samples: int = 16,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> torch.Tensor:
+    """SmoothGrad: Captum ``NoiseTunnel(Saliency)``, the mean ``|d logit_y / d x|`` over
+    ``samples`` copies of ``x`` plus N(0, ``noise``^2) noise (Smilkov et al. 2017).
+
+    NoiseTunnel draws its noise from torch's global generator of ``x``'s device; it is
+    seeded with ``seed`` inside ``fork_rng``, so equal seeds give equal bytes and the
+    caller's random state is left as it was.
+
+    Args:
+        model: pixels ``(B, 1, 28, 28)`` -> logits ``(B, K)``.
+        x: pixels in [0, 1], ``(B, 1, 28, 28)``.
+        y: classes to explain, ``(B,)``.
+        samples: noisy copies per image (all in one batch of ``B * samples``).
+        noise: standard deviation of the noise, in pixels.
+        seed: seeds the noise.
+
+    Returns:
+        ``(B, 1, 28, 28)``, >= 0.
+    """
+    x, y = _prepare(model, x, y)
+    devices = [x.device] if x.device.type != "cpu" else []
+    with torch.random.fork_rng(devices=devices, device_type=x.device.type):
+        torch.manual_seed(seed)
+        attr = NoiseTunnel(Saliency(model)).attribute(
+            x.requires_grad_(),
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=float(noise),
+            target=y,
+            abs=True,
+        )
+    return attr.detach().cpu()
+
+
+def integrated_gradients_noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int = 32,
+    samples: int = 4,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Integrated Gradients from uniform-noise baselines, averaged over ``samples`` draws.
+
+    One Captum call on ``samples`` stacked copies of the batch, each with its own
+    U[0, 1] baseline from a generator seeded with ``seed`` (the same baselines on every
+    call, e.g. at each step of the sanity check). Completeness holds on average:
+    the maps sum to the mean of ``logit_y(x) - logit_y(noise_k)``.
+
+    Args:
+        model: pixels ``(B, 1, 28, 28)`` -> logits ``(B, K)``.
+        x: pixels in [0, 1], ``(B, 1, 28, 28)``.
+        y: classes to explain, ``(B,)``.
+        steps: path points per baseline.
+        samples: noise baselines per image.
+        seed: seeds the baselines.
+
+    Returns:
+        Signed ``(B, 1, 28, 28)``, the mean over the baselines.
+    """
+    b = len(x)
+    base = uniform_noise((samples * b, *x.shape[1:]), seed=seed)  # (S*B, 1, 28, 28)
+    xs = x.repeat(samples, *([1] * (x.ndim - 1)))  # (S*B, 1, 28, 28), sample-major
+    attr, _ = integrated_gradients(model, xs, y.repeat(samples), steps=steps, baseline=base)
+    return attr.reshape(samples, b, *x.shape[1:]).mean(0)
 
 
 def grad_cam(

@@ -29,7 +29,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "attack/fgsm": ("robustness",),
     "attack/pgd": ("robustness",),
     "attack/strong": ("robust_accuracy",),
-    "transfer": ("transfer_matrix",),
+    "transfer": ("transfer_matrix", "class_images_seeded"),
     "compare": ("min_eps_cdf", "class_images", "conv1_filters", "occlusion", "attribution"),
 }
 

@@ -21,6 +21,9 @@ class AttackInputs:
         params: the validated params (each form reads ``params.attacks.<form>``).
         gen: the seeded generator every random draw of the attack comes from.
         device: where the attack computes.
+        train: the uint8 training split ``(60000, 28, 28)`` and its labels, given only to
+            a form whose module sets ``USES_TRAIN = True`` (class_model: its seeds and
+            judges need real digits), so the other forms never pay for reading it.
     """
 
     model: nn.Module
@@ -28,3 +31,4 @@ class AttackInputs:
     params: Params
     gen: torch.Generator
     device: torch.device | str
+    train: tuple[Tensor, Tensor] | None = None
