@@ -144,6 +144,21 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
         failed = [k for k, ok in passes.items() if not ok]
         return ", ".join(failed) if failed else "none"
 
+    def judged(kind: str) -> Callable[[str], str]:
+        """The class-image judges of ``kind`` (seeded, from_noise) for one model."""
+
+        def cell(model: str) -> str:
+            j = _at(transfer, "class_image_judges", kind, model)
+            if j is None:
+                return "-"
+            seed = f" (seed {j['seed_nearest_l2']:.2f})" if "seed_nearest_l2" in j else ""
+            return (
+                f"{_pct(j['knn_accuracy'])} / {j['nearest_l2']:.2f}{seed} / "
+                f"{_pct(j['cross_model'])}"
+            )
+
+        return cell
+
     def arch(model: str) -> str:
         d = ar(model)
         return "-" if d is None else f"{d['total_params']:,} / {d['total_neurons']:,}"
@@ -182,6 +197,12 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
             "its class images read as intended by the other two models",
             lambda k: _pct(_others_read_class_images(transfer, k)),
         ),
+        (
+            "class images from one seed in an L2 ball: the 5 nearest training digits vote the "
+            "class / distance to the nearest real digit of the class / the other models read it",
+            judged("seeded"),
+        ),
+        ("the same judges on the class images grown from noise", judged("from_noise")),
         (
             "deletion AUC, black fill: best method vs random order (lower is better)",
             deletion("black"),
