@@ -73,7 +73,7 @@ def _prepare(
 def default_cam_layer(model: nn.Module) -> nn.Module:
     """The last top-level child of ``model`` that is or contains an ``nn.Conv2d``.
 
-    For ``MnistCNN`` this is the ``conv2`` block (conv-[bn]-relu-pool, output
+    For ``MnistCNN`` this is the ``conv2`` block (conv-[bn]-pool-relu, output
     ``(B, C, 7, 7)``), the usual Grad-CAM layer.
 
     Raises:

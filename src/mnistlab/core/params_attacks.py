@@ -101,6 +101,8 @@ class StrongParams(_Section):
     n_iter: PosInt  # APGD iterations per run
     n_restarts: PosInt  # APGD-CE restarts
     n_targets: Annotated[int, Field(ge=0, le=9)]  # APGD-DLR target classes per image
+    square_queries: NonNegInt  # Square attack's queries per image after APGD (0 = off)
+    square_p_init: Annotated[float, Field(gt=0, le=1)]  # fraction of pixels of its first squares
     min_eps: MinEpsParams
 
 
