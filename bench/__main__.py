@@ -1,7 +1,8 @@
 """`make bench`: every row a ratio against a baseline measured in the same run.
 
 Writes BENCHMARKS.md (a table, with the machine named). Run with `--only train`
-(or occlusion, pgd, startup, warm, pipeline, queue, sweep) to refresh some rows; others are kept.
+(or occlusion, pgd, stages, square_budget, startup, warm, pipeline, queue, sweep) to
+refresh some rows; others are kept.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-from bench import parallel, report, robust, sweep, warm
+from bench import efficiency, parallel, report, robust, sweep, warm
 from bench.cases import CASES as BASE_CASES
 
-CASES = {**BASE_CASES, **robust.CASES, **parallel.CASES, **warm.CASES, **sweep.CASES}
+CASES = {
+    **BASE_CASES,
+    **robust.CASES,
+    **efficiency.CASES,
+    **parallel.CASES,
+    **warm.CASES,
+    **sweep.CASES,
+}
 
 log = logging.getLogger("bench")
 

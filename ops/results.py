@@ -89,15 +89,6 @@ def _at(d: Metrics | None, *keys: str) -> Any:
     return d
 
 
-def _others_read_class_images(transfer: Metrics | None, model: str) -> float | None:
-    """Mean rate at which the other models call ``model``'s class images the intended class."""
-    rates = _at(transfer, "success", "class_model", model)
-    if not isinstance(rates, dict):
-        return None
-    others = [v for dst, v in rates.items() if dst != model]
-    return sum(others) / len(others) if others else None
-
-
 def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
     def m(rel: str) -> Callable[[str], Metrics | None]:
         return lambda model: load(rel.format(model=model))
@@ -110,6 +101,13 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
 
     def eps_pair(d: Metrics | None, *keys: str) -> str:
         return " / ".join(_pct(_at(d, *keys, e)) for e in ("0.1", "0.3"))
+
+    def square_broke(model: str) -> str:
+        sq = _at(strong(model), "square")
+        if not sq:
+            return "-"
+        broken = " / ".join(str(sq["broken"].get(e, "-")) for e in ("0.1", "0.3"))
+        return f"{broken} ({sq['queries']:,} queries)"
 
     def min_eps(model: str) -> str:
         q = _at(strong(model), "min_eps")
@@ -192,11 +190,8 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
             "gap PGD-40 minus strong on the strong form's images, eps 0.1 / 0.3",
             lambda k: eps_pair(strong(k), "robust_accuracy", "gap"),
         ),
+        ("of those the gradient attacks left, Square broke (images), eps 0.1 / 0.3", square_broke),
         ("smallest eps that flips an image: median [q1, q3]", min_eps),
-        (
-            "its class images read as intended by the other two models",
-            lambda k: _pct(_others_read_class_images(transfer, k)),
-        ),
         (
             "class images from one seed in an L2 ball: the 5 nearest training digits vote the "
             "class / distance to the nearest real digit of the class / the other models read it",

@@ -464,7 +464,8 @@ def run_sweep(
     out_dir: Path | None = None,
     echo: Any = print,
 ) -> list[VariantResult]:
-    """Run every variant not yet pushed, as one Ray task each; write the table."""
+    """Submit every variant as one Ray task (a task whose experiment the remote already
+    holds reads it back instead of running it); write the table."""
     import ray
 
     run_id = sweep_run(place, grid)

@@ -308,11 +308,6 @@ def test_missing_figure_or_metrics_file_fails_the_page(rendered, tmp_path: Path)
         report.render({k: v for k, v in metrics.items() if k != "transfer"}, plots)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the template embeds attack/noise figures by the glob 'noise_*', which any one "
-    "noise figure satisfies: a missing noise_transfer (or noise_to_*) goes unnoticed",
-)
 def test_missing_globbed_figure_fails_the_page(rendered, tmp_path: Path) -> None:
     _, metrics, plots = rendered
     copy = tmp_path / "plots"

@@ -26,6 +26,7 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
         {
             "robust_accuracy": {"strong": {"0.1": 0.95, "0.3": 0.871}, "gap": {"0.3": 0.02}},
             "min_eps": {"q1": 0.25, "median": 0.3125, "q3": None},
+            "square": {"queries": 1000, "broken": {"0.1": 0, "0.3": 3}},
         },
     )
     _write(
@@ -54,11 +55,10 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
     assert strong[3] == "95.0% / 87.1%" and strong[1] == "- / -"
     gap = rows["gap PGD-40 minus strong on the strong form's images, eps 0.1 / 0.3"]
     assert gap.split(" | ")[3] == "- / 2.0%"
+    square = rows["of those the gradient attacks left, Square broke (images), eps 0.1 / 0.3"]
+    assert square.split(" | ")[1:4] == ["-", "-", "0 / 3 (1,000 queries)"]
     flips = rows["smallest eps that flips an image: median [q1, q3]"].split(" | ")[3]
     assert flips == "0.312 [0.250, -]"  # q3 null: a quarter of the images never flipped
-    # the other two models, not the model itself: (0.8 + 0.6) / 2
-    read = rows["its class images read as intended by the other two models"].split(" | ")
-    assert read[3] == "70.0%"
     black = rows["deletion AUC, black fill: best method vs random order (lower is better)"]
     assert black.split(" | ")[1] == "integrated_gradients: 0.050 vs random 0.600"
     blur = rows["deletion AUC, blur fill: best method vs random order (lower is better)"]

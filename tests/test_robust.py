@@ -414,3 +414,37 @@ def test_cross_check_with_art(blob_model: nn.Module, blob_test) -> None:
     assert res.robust_accuracy <= art_acc + 1 / len(x)  # at least as strong (1 image slack)
     assert abs(res.accuracy("apgd_ce") - art_acc) <= 0.05  # same attack: close
     assert abs(res.robust_accuracy - art_acc) <= 0.1
+
+
+def test_worst_case_adds_square_on_what_apgd_left(blob_model: nn.Module, blob_test) -> None:
+    """The strong stage's ensemble: each member attacks what the ones before it left,
+    Square last; its queries go only to the images the gradient members left. On a
+    model that masks its gradient (pixels rounded to 1/8: zero gradient almost
+    everywhere) the gradient members stall and Square, which only queries, does not."""
+    from helpers.params import REPO
+    from mnistlab.attacks.strong import worst_case
+    from mnistlab.core.config import load_params
+
+    x, y = blob_test
+
+    class Masked(nn.Module):
+        def forward(self, v: Tensor) -> Tensor:
+            return blob_model(torch.round(v * 8) / 8)
+
+    model = Masked()
+    small = {"pgd_steps": 10, "n_iter": 20, "n_targets": 1, "batch_size": 25}
+    cfg = load_params(REPO / "params.yaml").attacks.strong.model_copy(
+        update={**small, "square_queries": 300}
+    )
+    ok = worst_case(model, x, y, eps=0.1, cfg=cfg, gen=gen(3))
+    chain = [ok[k] for k in ("clean", "pgd", "apgd_ce", "apgd", "strong")]
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert bool((before | ~after).all())  # robust after -> robust before
+    queries = ok["square_queries"]
+    assert bool((queries[~ok["apgd"]] == 0).all())
+    assert bool((queries[ok["apgd"]] >= 1).all()) and int(queries.max()) <= 300
+    assert int(ok["strong"].sum()) < int(ok["apgd"].sum()) // 2  # Square broke what APGD left
+    off = worst_case(
+        model, x, y, eps=0.1, cfg=cfg.model_copy(update={"square_queries": 0}), gen=gen(3)
+    )
+    assert torch.equal(off["strong"], off["apgd"]) and int(off["square_queries"].sum()) == 0

@@ -8,6 +8,7 @@ embedded one-machine default in test_sweep_local.py."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -191,8 +192,6 @@ def test_driver_fails_in_one_line_before_anything_runs(
 
 
 def _env() -> dict[str, str]:
-    import os
-
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, "PATH": f"{BIN}:{os.environ['PATH']}"}
 

@@ -85,6 +85,7 @@ TINY = {
             "eps": [0.1, 0.3],
             "pgd_steps": 5,
             "n_iter": 10,
+            "square_queries": 100,
             "min_eps": {"n_images": 10, "tol": 0.05},
         },
     },

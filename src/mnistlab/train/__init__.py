@@ -170,7 +170,7 @@ def train_model(
     best_state, best_robust = None, -1.0
 
     def validate(step: int) -> None:
-        logits = predict_logits(model, val_x, batch_size=1000, device=device, channels_last=cl)
+        logits = predict_logits(model, val_x, device=device, channels_last=cl)
         loss, acc = loss_and_accuracy(logits, val_y)
         res.val_steps.append(step)
         res.val_epoch.append(round(step / steps_per_epoch, 4))

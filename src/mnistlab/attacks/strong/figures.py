@@ -8,14 +8,15 @@ from mnistlab.core.figures import new_figure
 
 
 def robust_accuracy(rows: list[dict], *, pgd_steps: int, title: str = "") -> Figure:
-    """Robust accuracy against eps: PGD alone, PGD + APGD-CE, the whole ensemble."""
+    """Robust accuracy against eps: PGD alone, then each member added, Square last."""
     fig = new_figure(5.5, 3.6)
     ax = fig.add_subplot()
     eps = [r["eps"] for r in rows]
     for key, label, style in [
         ("pgd_accuracy", f"PGD-{pgd_steps}", "o--"),
         ("apgd_ce_accuracy", "+ APGD-CE", "s-."),
-        ("strong_accuracy", "+ APGD-DLR-T (worst case)", "D-"),
+        ("apgd_accuracy", "+ APGD-DLR-T", "^:"),
+        ("strong_accuracy", "+ Square (worst case)", "D-"),
     ]:
         ax.plot(eps, [100 * r[key] for r in rows], style, label=label)
     ax.set(
