@@ -4,9 +4,10 @@ CPU's fp32 matmul peak, measured in the same run.
 Every heavy stage runs its own library code (the function its stage calls, with the
 params of params.yaml) on a slice of its work: fewer images or steps, the same loops,
 batch sizes, early exits and step rules. The slice runs twice with the same seeds: once
-timed, alone; once under ``torch.utils.flop_counter.FlopCounterMode``, which counts the
-FLOPs of every convolution and matmul the passes actually ran (forward, and backward
-for what needed a gradient: images' attacks skip the weight gradients). Both runs do
+timed, alone; once under a dispatch mode that counts, with the formulas of
+``torch.utils.flop_counter``, the FLOPs of every convolution and matmul the passes
+actually ran (forward, and backward for what needed a gradient: images' attacks skip
+the weight gradients). Both runs do
 the same work (seeded, deterministic), so counted FLOPs / timed seconds is the rate the
 stage reached. Elementwise work (ReLU, pooling, projections, the optimiser) counts for
 nothing: it is the overhead the fraction measures.
@@ -31,16 +32,40 @@ log = logging.getLogger("bench")
 MODELS = ("cnn", "cnn_bn", "cnn_adv")
 
 
+class _FlopCount:
+    """Counts the FLOPs of every op in torch's ``flop_registry`` (convolutions and
+    matmuls, forward and backward) that runs inside it. ``FlopCounterMode`` counts the
+    same ops, but its module tracker's backward hooks break ``autograd.grad`` on a leaf
+    tensor (every attack's gradient step), so the mode is ours."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    counter.flops += formula(*args, **kwargs, out_val=out)
+                return out
+
+        self.flops = 0
+        self.mode = Mode()
+
+
 def _count(work: Callable[[], object]) -> tuple[float, float]:
     """``(seconds, flops)`` of ``work()``: timed alone, then counted in a second run."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     start = time.perf_counter()
     work()
     seconds = time.perf_counter() - start
-    with FlopCounterMode(display=False) as counter:
+    counter = _FlopCount()
+    with counter.mode:
         work()
-    return seconds, float(counter.get_total_flops())
+    return seconds, float(counter.flops)
 
 
 def _model(name: str):
