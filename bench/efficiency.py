@@ -203,10 +203,10 @@ def stages(args: argparse.Namespace) -> list[list]:
             )
         )
     slices.append(("transfer", "PGD on 200 images per model", _transfer_work(test, 200)))
+    n_attr = _params().attribution.n_images  # the whole stage: figures are part of its cost
     for m in MODELS:
-        slices.append(
-            (f"attribution@{m}", "3 images, every method", _attribution_work(m, test, train[0], 3))
-        )
+        work = _attribution_work(m, test, train[0], n_attr)
+        slices.append((f"attribution@{m}", f"the whole stage ({n_attr} images)", work))
     rows = []
     for stage, what, work in slices:
         log.info("  %s: %s", stage, what)
