@@ -147,7 +147,8 @@ def strong_attack(args: argparse.Namespace, n: int = 200) -> list[list]:
                 f"{n / t_pgd:.1f}",
                 f"{t_pgd / t_strong:.2f}x",
                 f"PGD-{cfg.pgd_steps} + APGD-CE x{cfg.n_restarts} + APGD-DLR-T x{cfg.n_targets}, "
-                f"{cfg.n_iter} iterations each, vs PGD-{cfg.pgd_steps} alone; {source}",
+                f"{cfg.n_iter} iterations each, + Square {cfg.square_queries} queries, vs "
+                f"PGD-{cfg.pgd_steps} alone; {source}",
             ]
         )
     return rows
