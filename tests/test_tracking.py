@@ -428,3 +428,28 @@ def test_unwritable_artifact_dir_fails_before_the_stage_computes(
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith(f"MLflow tracking store {uri} is not writable: artifact directory")
+
+
+def test_a_stepped_wall_clock_does_not_make_a_live_process_gone(monkeypatch) -> None:
+    """A VM resumed from a snapshot steps the wall clock, and psutil's create_time (boot
+    time = now - uptime, + ticks) moves with it. Identity must not: a stage that took its
+    own `dvc` for a vanished process stopped itself mid-run (seen in this project's CI)."""
+    import time
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        info = procs.proc_info(child.pid)
+        assert info is not None and procs.is_alive(child.pid, info.start)
+        real = psutil.Process.create_time
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600.0)
+        monkeypatch.setattr(time, "time", lambda: 1e10)  # the clock jumped far ahead
+        assert procs.proc_info(child.pid) == info  # the same identity after the step
+        assert procs.is_alive(child.pid, info.start)
+        assert 0 <= procs.age_seconds(info) < 30
+        assert procs.boot_id() and procs.boot_id() == procs.boot_id()
+    finally:
+        child.kill()
+        child.wait()
+    assert not procs.is_alive(child.pid, info.start)

@@ -34,7 +34,8 @@ class ProcInfo:
     """One process: pid, parent pid, start time and command line.
 
     Attributes:
-        start: when it started, in milliseconds since the epoch (psutil's
+        start: when it started, in milliseconds since boot (Linux: ``/proc/<pid>/stat``'s
+            start time; elsewhere milliseconds since the epoch, psutil's
             ``create_time``); with the pid it names the process uniquely.
     """
 
@@ -49,15 +50,36 @@ def proc_info(pid: int) -> ProcInfo | None:
     try:
         p = psutil.Process(pid)
         with p.oneshot():
-            return ProcInfo(
-                pid=pid, ppid=p.ppid(), start=_millis(p.create_time()), argv=tuple(p.cmdline())
-            )
+            return ProcInfo(pid=pid, ppid=p.ppid(), start=_start(p), argv=tuple(p.cmdline()))
     except (psutil.Error, OSError):
         return None
 
 
 def _millis(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0
+_BOOT_CLOCK = Path("/proc/self/stat").is_file() and hasattr(time, "CLOCK_BOOTTIME") and _TICKS > 0
+
+
+def _start(p: psutil.Process) -> int:
+    """When ``p`` started: milliseconds since boot, from ``/proc/<pid>/stat`` (field 22,
+    clock ticks), where Linux has it; else milliseconds since the epoch.
+
+    Not psutil's ``create_time``: that is boot time + ticks, and the boot time it reads
+    is "now - uptime", which moves whenever the wall clock is stepped (a VM resumed
+    from a snapshot, NTP). A stage would then take its own ``dvc`` for a new process
+    with the same pid, decide it is gone and stop itself (seen on this project's VMs).
+    """
+    if _BOOT_CLOCK:
+        try:
+            stat = Path(f"/proc/{p.pid}/stat").read_text()
+            ticks = int(stat.rsplit(")", 1)[1].split()[19])  # after "(comm)": field 3 on
+            return round(ticks * 1000 / _TICKS)
+        except (OSError, ValueError, IndexError):
+            pass
+    return _millis(p.create_time())
 
 
 _origin: ProcInfo | None = None
@@ -121,7 +143,12 @@ def dvc_ancestor(pid: int | None = None) -> ProcInfo | None:
 
 
 def boot_id() -> str:
-    """This boot, as its start time in seconds (pids repeat across boots); '' when unknown."""
+    """This boot (pids repeat across boots): the kernel's boot id where Linux has it, else
+    the boot time in seconds; '' when unknown."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    except OSError:
+        pass
     try:
         return str(round(psutil.boot_time()))
     except (psutil.Error, OSError):
@@ -132,7 +159,7 @@ def is_alive(pid: int, start: int | None = None) -> bool:
     """Whether ``pid`` runs on this host and, given ``start``, is the process that did."""
     try:
         p = psutil.Process(pid)
-        return start is None or _millis(p.create_time()) == start
+        return start is None or _start(p) == start
     except psutil.NoSuchProcess:
         return False
     except (psutil.Error, OSError):
@@ -208,4 +235,5 @@ def auto_threads(root: str | Path | None = None) -> int:
 
 def age_seconds(info: ProcInfo) -> float:
     """Seconds since the process ``info`` started."""
-    return max(0.0, time.time() - info.start / 1000)
+    now = time.clock_gettime(time.CLOCK_BOOTTIME) if _BOOT_CLOCK else time.time()
+    return max(0.0, now - info.start / 1000)
