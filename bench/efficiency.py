@@ -7,10 +7,9 @@ batch sizes, early exits and step rules. The slice runs twice with the same seed
 timed, alone; once under a dispatch mode that counts, with the formulas of
 ``torch.utils.flop_counter``, the FLOPs of every convolution and matmul the passes
 actually ran (forward, and backward for what needed a gradient: images' attacks skip
-the weight gradients). Both runs do
-the same work (seeded, deterministic), so counted FLOPs / timed seconds is the rate the
-stage reached. Elementwise work (ReLU, pooling, projections, the optimiser) counts for
-nothing: it is the overhead the fraction measures.
+the weight gradients). Both runs do the same work (seeded, deterministic), so counted
+FLOPs / timed seconds is the rate the stage reached. Elementwise work (ReLU, pooling,
+projections, the optimiser) counts for nothing: it is the overhead the fraction measures.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers.synthetic import blobs, fit, tiny_cnn
+from helpers.synthetic import RowCounter, blobs, fit, tiny_cnn
 from mnistlab.attacks.strong.apgd import (
     apgd,
     checkpoints,
@@ -78,18 +78,6 @@ def pgd_reference(
 
 def acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float((predict(model, x) == y).float().mean())
-
-
-class RowCounter(nn.Module):
-    """Wraps a model and counts the images it is asked to classify."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.rows += len(x)
-        return self.model(x)
 
 
 # --------------------------------------------------------------------------- APGD

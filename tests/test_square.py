@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from helpers.synthetic import tiny_cnn
+from helpers.synthetic import RowCounter, tiny_cnn
 from mnistlab.attacks.strong.square import margin, p_selection, square, square_side
 
 TOL = 1e-6  # float slack of (x + eps) - x
@@ -42,18 +42,6 @@ class Recorder(nn.Module):
         logits = torch.zeros(len(x), 10)
         logits[:, 0] = 1
         return logits
-
-
-class RowCounter(nn.Module):
-    """Wraps a model and counts the images it is asked to classify."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.rows += len(x)
-        return self.model(x)
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -9,6 +9,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class RowCounter(nn.Module):
+    """Wraps a model and counts the images it is asked to classify."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += len(x)
+        return self.model(x)
+
+
 def blobs(n: int, gen: torch.Generator, noise: float = 0.35) -> tuple[Tensor, Tensor]:
     """10 classes: a Gaussian blob (random amplitude) at one of 10 points of a circle,
     plus uniform background noise. Returns pixels ``(n, 1, 28, 28)`` and labels ``(n,)``."""
