@@ -12,12 +12,29 @@ import torch.nn.functional as F
 
 from mnistlab.core.config import Params, load_params
 from mnistlab.core.mnist import load_mnist
-from mnistlab.core.models import build_model
+from mnistlab.core.models import model_from_params
 from mnistlab.core.tensors import to_pixels
 from mnistlab.download import default_cache_dir
 
 BATCH = 128
 REPO = Path(__file__).resolve().parents[1]
+
+
+def natural_models() -> list[str]:
+    """The models of params.yaml trained without an adversary, in its order."""
+    p = _params()
+    return [m for m in p.models if p.train_for(m).adversarial is None]
+
+
+def adversarial_models() -> list[str]:
+    """The models of params.yaml trained against an adversary, in its order."""
+    p = _params()
+    return [m for m in p.models if p.train_for(m).adversarial is not None]
+
+
+def build_model(name: str):
+    """A fresh model ``name`` of params.yaml."""
+    return model_from_params(_params(), name)
 
 
 def _params() -> Params:
@@ -82,7 +99,7 @@ def train(args: argparse.Namespace, steps: int = 120) -> list[list]:
     raw = _raw(args)
     images, labels = load_mnist(raw, "train")
     rows, ours_ips = [], {}
-    for name in ("cnn", "cnn_bn"):
+    for name in natural_models():
         torch.manual_seed(0)
         ref = _train_steps(build_model(name), _reference(raw.parent.parent), steps)
         torch.manual_seed(0)
@@ -257,7 +274,7 @@ def efficiency(args: argparse.Namespace) -> list[list]:
     images, labels = load_mnist(raw, "train")
     peak = _matmul_peak()
     rows = []
-    for name in ("cnn", "cnn_bn"):
+    for name in natural_models():
         torch.manual_seed(0)
         model = build_model(name).to(memory_format=torch.channels_last)
         ips = _train_steps(model, _ours(images, labels, True), 120)

@@ -28,7 +28,7 @@ from mnistlab.core.models import load_checkpoint
 
 log = logging.getLogger("bench")
 
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
+MODELS = tuple(_params().models)  # params.yaml's, in its order
 
 
 class _FlopCount:
@@ -76,8 +76,8 @@ def _model(name: str):
 
 def _train_work(name: str, images, labels, n_train: int) -> Callable[[], object]:
     """One epoch of ``train@<name>`` on ``n_train`` images, with its end-of-epoch
-    validation (and, for ``cnn_adv``, its PGD check scaled to the slice)."""
-    from mnistlab.core.models import build_model
+    validation (and, for an adversarially trained model, its PGD check scaled to the slice)."""
+    from mnistlab.core.models import model_from_params
     from mnistlab.train import split_train_val, train_model
 
     params = _params()
@@ -94,7 +94,7 @@ def _train_work(name: str, images, labels, n_train: int) -> Callable[[], object]
 
     def work() -> None:
         torch.manual_seed(params.seed)
-        model = build_model(name)
+        model = model_from_params(params, name)
         train_model(model, *split, cfg=cfg, seed=params.seed, progress=False)
 
     return work
@@ -128,8 +128,6 @@ def _attack_work(form: str, name: str, test, update: dict) -> Callable[[], objec
 def _transfer_work(test, n_images: int) -> Callable[[], object]:
     """The ``transfer`` stage's ``compute`` (PGD crafted on each model, scored on every
     model, figures) on ``n_images``, reading the attack stages' arrays."""
-    import numpy as np
-
     from mnistlab.core.tensors import set_seeds
     from mnistlab.transfer import compute
 
@@ -137,12 +135,10 @@ def _transfer_work(test, n_images: int) -> Callable[[], object]:
     params = params.model_copy(
         update={"transfer": params.transfer.model_copy(update={"n_images": n_images})}
     )
+    from stages.transfer import load_sets
+
     models = {m: _model(m) for m in MODELS}
-    arrays = {}
-    for form in ("class_model", "targeted", "noise"):
-        for m in MODELS:
-            with np.load(Path("artifacts/attack") / f"{form}-{m}.npz") as f:
-                arrays[form, m] = dict(f)
+    arrays = load_sets(Path("artifacts/attack"), list(params.attacks), list(MODELS))
 
     def work() -> None:
         gen = set_seeds(params.seed)
@@ -171,19 +167,14 @@ def stages(args: argparse.Namespace) -> list[list]:
     train = load_mnist(raw, "train")
     test = load_mnist(raw, "test")
     peak = _matmul_peak()
-    slices: list[tuple[str, str, Callable[[], object]]] = [
-        ("train@cnn", "1 epoch on 12,800 images + validation", _train_work("cnn", *train, 12_800)),
-        (
-            "train@cnn_bn",
-            "1 epoch on 12,800 images + validation",
-            _train_work("cnn_bn", *train, 12_800),
-        ),
-        (
-            "train@cnn_adv",
-            "1 epoch on 2,560 images at full eps + validation + PGD check",
-            _train_work("cnn_adv", *train, 2_560),
-        ),
-    ]
+    params = _params()
+    slices: list[tuple[str, str, Callable[[], object]]] = []
+    for m in MODELS:
+        if params.train_for(m).adversarial is None:
+            what, n = "1 epoch on 12,800 images + validation", 12_800
+        else:
+            what, n = "1 epoch on 2,560 images at full eps + validation + PGD check", 2_560
+        slices.append((f"train@{m}", what, _train_work(m, *train, n)))
     for m in MODELS:
         slices.append(
             (

@@ -12,9 +12,18 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.cases import BATCH, _best_of, _ours, _params, _raw, _trained
+from bench.cases import (
+    BATCH,
+    _best_of,
+    _ours,
+    _params,
+    _raw,
+    _trained,
+    adversarial_models,
+    build_model,
+    natural_models,
+)
 from mnistlab.core.mnist import load_mnist
-from mnistlab.core.models import build_model
 from mnistlab.core.tensors import to_pixels
 
 
@@ -58,9 +67,10 @@ def _adv_steps(model, batches, steps: int, *, adv, warmup: int = 3) -> float:
 def adversarial_training(args: argparse.Namespace, steps: int = 30) -> list[list]:
     """PGD training's images/s against natural training of the same model, same loop."""
     images, labels = load_mnist(_raw(args), "train")
-    adv = _params().train_for("cnn_adv").adversarial
+    name = adversarial_models()[0]
+    adv = _params().train_for(name).adversarial
     torch.manual_seed(0)
-    model = build_model("cnn_adv").to(memory_format=torch.channels_last)
+    model = build_model(name).to(memory_format=torch.channels_last)
     natural = _adv_steps(model, _ours(images, labels, True), steps * 4, adv=None)
     robust = _adv_steps(model, _ours(images, labels, True), steps, adv=adv)
     return [
@@ -81,8 +91,9 @@ def profile_step(args: argparse.Namespace, steps: int = 20) -> list[list]:
     from torch.profiler import ProfilerActivity, profile
 
     images, labels = load_mnist(_raw(args), "train")
-    adv = _params().train_for("cnn_adv").adversarial
-    model = build_model("cnn_adv").to(memory_format=torch.channels_last)
+    name = adversarial_models()[0]
+    adv = _params().train_for(name).adversarial
+    model = build_model(name).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     batches = _ours(images, labels, True)
@@ -118,7 +129,7 @@ def strong_attack(args: argparse.Namespace, n: int = 200) -> list[list]:
     images, labels = load_mnist(raw, "test")
     x, y = to_pixels(images[:n]), labels[:n]
     rows = []
-    for name in ("cnn", "cnn_adv"):
+    for name in [*natural_models()[:1], *adversarial_models()]:
         model, source = _trained(name, raw)
         gen = torch.Generator().manual_seed(0)
         t_strong = _best_of(
@@ -204,7 +215,7 @@ def art_apgd(args: argparse.Namespace, n: int = 500, eps: float = 0.1) -> list[l
     x, y = to_pixels(images[:n]), labels[:n]
     n_iter = _params().attacks.strong.n_iter
     rows = []
-    for name in ("cnn", "cnn_bn"):
+    for name in natural_models():
         model, source = _trained(name, raw)
         gen = torch.Generator().manual_seed(0)
         ours = apgd(model, x, y, eps=eps, n_iter=n_iter, generator=gen)

@@ -19,7 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
+
+def _models() -> tuple[str, ...]:
+    """params.yaml's models, in its order: the table's columns."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    return tuple(yaml.safe_load((root / "params.yaml").read_text())["models"])
+
+
+MODELS = _models()
 BEGIN = "<!-- results: begin (python -m ops.results --write) -->"
 END = "<!-- results: end -->"
 REFERENCE = {  # the course report's own figures, for the last column
@@ -94,7 +103,8 @@ def _rows(load: Loader) -> list[tuple[str, Callable[[str], str]]]:
         return lambda model: load(rel.format(model=model))
 
     ev, tr, ar = m("evaluate/{model}.json"), m("train/{model}.json"), m("architecture/{model}.json")
-    cm, tg, nz = (m(f"attack/{f}-{{model}}.json") for f in ("class_model", "targeted", "noise"))
+    cm, tg = m("attack/class_model-{model}.json"), m("attack/targeted-{model}.json")
+    nz = m("attack/noise-{model}.json")
     pgd, strong = m("attack/pgd-{model}.json"), m("attack/strong-{model}.json")
     attr = m("attribution/{model}.json")
     transfer = load("transfer.json")

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,8 +73,13 @@ class Variant:
     overrides: dict[str, Any]
 
     def set_args(self) -> list[str]:
-        """``dvc exp run`` arguments, ``-S key=value`` with values in YAML flow style."""
-        return [a for k, v in self.overrides.items() for a in ("-S", f"{k}={_flow(v)}")]
+        """``dvc exp run`` arguments, ``-S ++key=value`` with values in YAML flow style.
+
+        ``++`` (Hydra's add-or-override, which ``-S`` follows) sets a key that params.yaml
+        does not list, e.g. a training key of a short model entry; the grid was validated
+        against params.yaml's types already, so no typo gets through.
+        """
+        return [a for k, v in self.overrides.items() for a in ("-S", f"++{k}={_flow(v)}")]
 
 
 @dataclass(frozen=True)
@@ -227,12 +232,32 @@ def _sh(cmd: Sequence[str], cwd: Path | str, env: Mapping[str, str] | None = Non
         list(cmd), cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=_die_with_parent()
     )
     if proc.returncode != 0:
-        lines = (proc.stdout + "\n" + proc.stderr).strip().splitlines() or ["no output"]
-        # a stage's own one-line error says more than DVC's "failed to reproduce"
-        ours = [ln.split(" ERROR ", 1)[1] for ln in lines if " ERROR mnistlab" in ln]
-        cause = (ours or [ln for ln in lines if ln.strip()] or ["no output"])[-1].strip()
+        cause = failure_cause(proc.stdout + "\n" + proc.stderr)
         raise RuntimeError(f"`{' '.join(cmd[:4])}` exited {proc.returncode}: {cause}")
     return proc.stdout
+
+
+def failure_cause(output: str) -> str:
+    """The line of a failed command's output that names the cause.
+
+    A stage's own one-line error says more than DVC's "failed to reproduce"; else DVC's
+    ``ERROR:`` line with the unindented lines that continue it (Hydra's "Could not override
+    'models.x.lr'. ... Key 'lr' is not in struct"), not the context DVC prints after it
+    (``object_type=dict``); else the last line.
+    """
+    lines = [ln.rstrip() for ln in output.strip().splitlines() if ln.strip()] or ["no output"]
+    ours = [ln.split(" ERROR ", 1)[1] for ln in lines if " ERROR mnistlab" in ln]
+    if ours:
+        return ours[-1].strip()
+    for i, line in enumerate(lines):
+        if line.startswith("ERROR:"):
+            parts = [line.removeprefix("ERROR:").strip()]
+            for more in lines[i + 1 :]:
+                if more.startswith((" ", "\t", "ERROR:")) or "=" in more.split(" ", 1)[0]:
+                    break
+                parts.append(more.strip())
+            return " ".join(parts)
+    return lines[-1].strip()
 
 
 def remote_exp_commits(git_url: str, baseline: str, cwd: Path | str = ".") -> dict[str, str]:
@@ -403,6 +428,32 @@ def locate(root: Path, git_remote: str | None, dvc_remote: str | None) -> Place:
     return Place(root, commit, git_url, name, local_url, uri)
 
 
+def check_baseline(place: Place, targets: Sequence[str]) -> None:
+    """Stop before Ray starts when the baseline commit's outputs exist nowhere.
+
+    Each variant reruns what its params change and pulls the rest from the DVC remote; an
+    output that ``dvc.lock`` names but that is neither in this repo's cache nor on the
+    remote (a clone that has not run the pipeline, or has not pushed it) would fail every
+    variant with DVC's "missing files".
+
+    Raises:
+        SweepError: one line: how many outputs are missing, one of them, what to run.
+    """
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cmd = [dvc, "status", "--cloud", "-r", place.dvc_remote, "--json", "--with-deps", *targets]
+    try:
+        status = json.loads(_sh(cmd, cwd=place.root) or "{}")
+    except (RuntimeError, json.JSONDecodeError) as err:
+        raise SweepError(f"cannot check the baseline's outputs: {err}") from None
+    missing = sorted(path for path, state in status.items() if state == "missing")
+    if missing:
+        raise SweepError(
+            f"the baseline {place.commit[:7]} is not built: {len(missing)} of its outputs "
+            f"are in no cache and not on DVC remote {place.dvc_remote!r} (e.g. {missing[0]}); "
+            "run `make repro` here (or `dvc pull` them), then sweep again"
+        )
+
+
 def sweep_run(place: Place, grid: Grid) -> str | None:
     """The sweep's MLflow run (reused by a rerun of the same sweep at the same commit)."""
     if not place.tracking_uri:
@@ -553,11 +604,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dvc-remote", help="a DVC remote name (default: the default remote)")
     ap.add_argument("--cpus-per-task", type=int, default=1)
     ap.add_argument("--retries", type=int, default=2, help="retries after a lost node or worker")
+    ap.add_argument("--first", type=int, help="run only the grid's first N variants (a check)")
     args = ap.parse_args(argv)
     root = Path(_sh(["git", "rev-parse", "--show-toplevel"], cwd=Path.cwd()).strip())
     try:
         grid = load_grid(args.grid, root / "params.yaml")
+        if args.first:
+            grid = replace(grid, variants=grid.variants[: args.first])
         place = locate(root, args.git_remote, args.dvc_remote)
+        check_baseline(place, grid.targets)
     except (SweepError, RuntimeError) as err:
         print(f"sweep: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,6 +1,7 @@
 """Stage `architecture@<model>`: layer shapes, parameter and neuron counts of one model.
 
-Reads no params and no data: the counts come from the model code alone.
+Reads models.<model> (its architecture and keyword arguments) and no data: the counts
+come from the model code alone.
 Writes: the metrics JSON and a Markdown table of the layers.
 """
 
@@ -20,10 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(
         __doc__, argv, model="model name", metrics="metrics JSON", table="Markdown table"
     )
-    params = load_params()  # validated like every stage; only `threads` is read
+    params = load_params()
     apply_threads(params.threads)
-    with stage_run(f"architecture@{args.model}", {"threads": params.threads}) as run:
-        info = describe(build_model(args.model))
+    spec = params.model(args.model)
+    arch = {"arch": spec.arch, "arch_args": spec.arch_args}
+    with stage_run(f"architecture@{args.model}", {f"models.{args.model}": arch}) as run:
+        info = describe(build_model(spec.arch, spec.arch_args))
         write_json(args.metrics, info)
         write_text(args.table, markdown_table(args.model, info))
         run.log_metrics({k: v for k, v in info.items() if k != "layers"})

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         arrays=".npz of the images the attack made",
     )
     params = load_params()
+    params.form(args.form)  # a form of params.yaml, or one line and exit 2
     apply_threads(params.threads)  # before any torch work
     s = model_inputs(args, params)
     p, a = s.params, s.args
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     # split) before the run opens, so bad data fails in one line and records nothing.
     train = load_mnist(a.data, "train") if getattr(form, "USES_TRAIN", False) else None
     stage = f"attack@{a.form}-{a.model}"
-    section = {f"attacks.{a.form}": getattr(p.attacks, a.form)}
+    section = {f"attacks.{a.form}": p.form(a.form)}
     with torch_run(p, stage, section) as run:
         out = form.compute(
             AttackInputs(s.model, (s.images, s.labels), p, set_seeds(p.seed), s.device, train)

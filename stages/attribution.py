@@ -1,6 +1,7 @@
 """Stage `attribution@<model>`: saliency, SmoothGrad, Integrated Gradients from four
-baselines, Grad-CAM and occlusion on seeded test images, their deletion/insertion curves
-under each fill, the model-randomisation check and the trusted method.
+baselines, Grad-CAM (on the last conv layer; not applicable without one) and occlusion
+on seeded test images, their deletion/insertion curves under each fill, the
+model-randomisation check and the trusted method.
 
 Reads: seed, device, attribution.*; the training split for the mean-image baseline.
 Writes: the attribution figures, the curves and sanity-check CSVs for `dvc plots`, the

@@ -1,4 +1,4 @@
-"""Stage `evaluate@<model>`: score a trained CNN on the MNIST test set.
+"""Stage `evaluate@<model>`: score a trained model on the MNIST test set.
 
 Reads: seed, device, evaluate.*. Writes: test metrics (accuracy, loss, per-class
 accuracy, the 6 random predictions, the worst mistakes), the confusion pairs CSV

@@ -1,7 +1,9 @@
 """Stage `report`: one self-contained HTML page organised by the study's questions.
 
-Reads no params. Writes report/index.html from every metrics JSON and registered figure;
-a missing figure or metrics file fails the stage in one line.
+Reads the names of models and attacks and each model's label (the page's rows, columns
+and sections, in params.yaml's order). Writes report/index.html from every metrics JSON
+and registered figure; a missing figure or metrics file fails the stage in one line,
+unless its stage's metrics say it does not apply.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ def main(argv: list[str] | None = None) -> None:
         plots_dir="plots directory",
         out="directory that gets index.html",
     )
-    load_params()
-    page = report.render(report.load_metrics(Path(args.metrics_dir)), Path(args.plots_dir))
+    params = load_params()
+    page = report.render(
+        report.load_metrics(Path(args.metrics_dir)),
+        Path(args.plots_dir),
+        models=list(params.models),
+        labels={m: params.label(m) for m in params.models},
+        forms=list(params.attacks),
+    )
     with stage_run("report", {}) as run:
         with atomic_dir(args.out) as tmp:
             (Path(tmp) / "index.html").write_text(page)

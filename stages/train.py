@@ -1,6 +1,8 @@
 """Stage `train@<model>`: train one CNN on a seeded train/validation split of MNIST.
 
-Reads: seed, device, train.*, models.<model>. Writes: the checkpoint, training
+Reads: seed, device, train.*, models.<model> (its architecture and overrides); the
+architecture's module is imported by name (``ARCH_MODULE``), so its cache key holds only
+that one. Writes: the checkpoint, training
 metrics (timings live here and nowhere else), the loss/accuracy series CSV and the
 training-curve figures. Logs the model to MLflow, registered as mnist-<model>.
 """
@@ -11,7 +13,7 @@ from mnistlab import train
 from mnistlab.core.cli import parse_args, resolve_device
 from mnistlab.core.config import load_params
 from mnistlab.core.mnist import load_mnist
-from mnistlab.core.models import save_checkpoint
+from mnistlab.core.models import build_model, save_checkpoint
 from mnistlab.core.outputs import write_outputs
 from mnistlab.core.tensors import set_seeds
 from mnistlab.harness.runner import torch_run
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     apply_threads(params.threads)  # before any torch work
     device = resolve_device(params.device)
+    spec = params.model(args.model)
     cfg = params.train_for(args.model)
     images, labels = load_mnist(args.data, "train")  # MD5-verified before any compute
 
@@ -40,10 +43,21 @@ def main(argv: list[str] | None = None) -> None:
         run.log_dataset(args.data, context="training")
         set_seeds(params.seed)
         model, out = train.compute(
-            images, labels, name=args.model, cfg=cfg, seed=params.seed, device=device
+            images,
+            labels,
+            name=args.model,
+            build=lambda: build_model(spec.arch, spec.arch_args),
+            cfg=cfg,
+            seed=params.seed,
+            device=device,
         )
         save_checkpoint(
-            args.checkpoint, model, args.model, {"seed": params.seed, "train": cfg.model_dump()}
+            args.checkpoint,
+            model,
+            args.model,
+            {"seed": params.seed, "train": cfg.model_dump()},
+            arch=spec.arch,
+            arch_args=spec.arch_args,
         )
         write_outputs(out, metrics=args.metrics, rows=args.rows, figures=args.figures)
         run.log_outputs(out, figures=args.figures)

@@ -1,8 +1,9 @@
-"""Stage `visualize@<model>`: what a trained CNN learned (the study's part 2).
+"""Stage `visualize@<model>`: what a trained model learned (the study's part 2).
 
-Reads: seed, device, visualize.*. Writes: conv1/conv2 filter grids, the feature maps
-of one seeded test image, occlusion maps for seeded test images (figures, and the raw
-maps as arrays for later stages), and per-image occlusion metrics.
+Reads: seed, device, visualize.*. Writes: the filter grids of every conv layer the model
+has and their feature maps for one seeded test image (for a model without convolutions:
+none, and the metrics say so), occlusion maps for seeded test images (figures, and the
+raw maps as arrays for later stages), and per-image occlusion metrics.
 """
 
 from __future__ import annotations

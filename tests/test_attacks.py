@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from helpers.mnist_small import load_small
 from helpers.params import params_with
+from helpers.study import build_model
 from mnistlab.attacks.class_model import ClassModelResult, class_model
 from mnistlab.attacks.class_model import compute as class_model_compute
 from mnistlab.attacks.class_model import figures as class_figs
@@ -32,7 +33,6 @@ from mnistlab.attacks.noise import NoiseResult, apply_noise, learn_noise, transf
 from mnistlab.attacks.noise import figures as noise_figs
 from mnistlab.attacks.targeted import TargetedResult, targeted
 from mnistlab.attacks.targeted import figures as targeted_figs
-from mnistlab.core.models import build_model
 from mnistlab.core.tensors import frozen, predict, set_seeds, to_pixels
 from mnistlab.train import split_train_val, train_model
 
@@ -661,3 +661,31 @@ def test_figures(originals, class_res, targeted_res, noise_pairs, noise_res, tes
     finally:
         for fig, _ in expected.values():
             plt.close(fig)
+
+
+# ------------------------------------------------------------- random_noise, the baseline
+
+
+def test_random_noise_is_weaker_than_pgd_and_keeps_the_worst_draw(model, test_set) -> None:
+    """Random corners of the L-inf ball: an image counts as fooled if any draw fools it,
+    so more draws never raise accuracy; at the same eps PGD, which follows the gradient,
+    fools more."""
+    from mnistlab.attacks.common.pgd import pgd_attack, robustness_curve
+    from mnistlab.attacks.random_noise import random_sign_attack
+
+    x, y = test_set
+    acc = {}
+    for draws in (1, 8):
+        attack = random_sign_attack(
+            model, draws=draws, gen=torch.Generator().manual_seed(0), batch_size=64
+        )
+        (row,) = robustness_curve(model, x, y, eps_grid=[0.3], attack=attack, batch_size=64)
+        acc[draws] = row["robust_accuracy"]
+        adv = attack(x, y, 0.3)
+        assert (adv - x).abs().max() <= 0.3 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    pgd = pgd_attack(model, step_ratio=0.1, steps=10, random_start=False, early_stop=True, gen=None)
+    (row,) = robustness_curve(model, x, y, eps_grid=[0.3], attack=pgd, batch_size=64)
+    assert acc[8] <= acc[1]
+    assert row["robust_accuracy"] < acc[8]
+    clean = robustness_curve(model, x, y, eps_grid=[0.0], attack=attack, batch_size=64)
+    assert clean[0]["robust_accuracy"] == pytest.approx(accuracy(model, x, y))

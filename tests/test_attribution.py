@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.archs import MLP, Backwards, BlockCNN, FlatCNN, StudyCNN, seeded
 from helpers.mnist_small import load_small
 from helpers.params import params_with
 from mnistlab.attribution import (
@@ -26,14 +27,13 @@ from mnistlab.attribution import (
     trusted_method,
 )
 from mnistlab.core.errors import ParamsError
-from mnistlab.core.models import MnistCNN
 from mnistlab.visualize import figures as visualize_figures
 from mnistlab.visualize.occlusion import occlusion_maps
 
 
-def TinyCNN() -> MnistCNN:  # noqa: N802 - reads like the class it builds
+def TinyCNN() -> StudyCNN:  # noqa: N802 - reads like the class it builds
     """A miniature of the study's CNN: same layer names, 4 channels, 16 hidden units."""
-    return MnistCNN(channels=4, hidden=16)
+    return StudyCNN(channels=4, hidden=16)
 
 
 CFG = params_with({"attribution": {"ig_steps": 32}}).attribution
@@ -465,6 +465,123 @@ def test_randomize_layer_is_seeded_and_keeps_scale(tiny_model):
     assert 0.8 < ratio < 1.2
 
 
+# model -> its sanity steps top down: name -> the parameters each redraws
+STEPS = {
+    "study": (
+        lambda: seeded(StudyCNN, channels=4, hidden=16),
+        {
+            "fc2": ("fc2.weight", "fc2.bias"),
+            "fc1": ("fc1.weight", "fc1.bias"),
+            "conv2": ("conv2.conv.weight", "conv2.conv.bias"),
+            "conv1": ("conv1.conv.weight", "conv1.conv.bias"),
+        },
+    ),
+    "study_bn": (  # the conv and its BatchNorm are one step, the block
+        lambda: seeded(StudyCNN, True, channels=4, hidden=16),
+        {
+            "fc2": ("fc2.weight", "fc2.bias"),
+            "fc1": ("fc1.weight", "fc1.bias"),
+            "conv2": ("conv2.conv.weight", "conv2.conv.bias", "conv2.bn.weight", "conv2.bn.bias"),
+            "conv1": ("conv1.conv.weight", "conv1.conv.bias", "conv1.bn.weight", "conv1.bn.bias"),
+        },
+    ),
+    "mlp": (
+        lambda: seeded(MLP),
+        {f"net.{k}": (f"net.{k}.weight", f"net.{k}.bias") for k in (5, 3, 1)},
+    ),
+    "cnn_3conv_bn": (
+        lambda: seeded(BlockCNN, (4, 6, 8), batch_norm=True),
+        {
+            "out": ("out.weight", "out.bias"),
+            "fc": ("fc.weight", "fc.bias"),
+            **{
+                f"features.{k}": tuple(
+                    f"features.{k}.{m}.{p}" for m in (0, 1) for p in ("weight", "bias")
+                )
+                for k in (2, 1, 0)
+            },
+        },
+    ),
+    "flat": (  # no block of its own: a step is its layers, the conv with its BatchNorm
+        lambda: seeded(FlatCNN),
+        {
+            "layers.10": ("layers.10.weight", "layers.10.bias"),
+            "layers.8": ("layers.8.weight", "layers.8.bias"),
+            "layers.4": ("layers.4.weight", "layers.4.bias"),
+            "layers.0": ("layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"),
+        },
+    ),
+    "backwards": (  # registered head first; forward order decides
+        lambda: seeded(Backwards),
+        {"head": ("head.weight", "head.bias"), "stem": ("stem.0.weight", "stem.0.bias")},
+    ),
+}
+
+
+@pytest.mark.parametrize("arch", list(STEPS))
+def test_randomization_steps_are_the_models_layers_top_down(arch):
+    build, expected = STEPS[arch]
+    model = build()
+    steps = sanity.randomization_steps(model)
+    assert list(steps) == list(expected)  # top (output) first
+    assert steps == expected
+    # every parameter is redrawn by exactly one step
+    assert sorted(p for names in steps.values() for p in names) == sorted(
+        n for n, _ in model.named_parameters()
+    )
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_found_steps_redraw_what_the_named_blocks_did(batch_norm, digits):
+    """For the study's CNN, the steps found by walking it are the old fixed list
+    (fc2, fc1, conv2, conv1, each submodule whole): the same table, bit for bit."""
+    x, y = digits
+    model = seeded(StudyCNN, batch_norm, channels=4, hidden=16)
+    chosen = {k: ATTRIBUTION_METHODS[k] for k in ("saliency", "grad_cam")}
+    found = sanity.cascading_randomization(
+        model, x, y, chosen, generator=torch.Generator().manual_seed(0)
+    )
+    named = sanity.cascading_randomization(
+        model,
+        x,
+        y,
+        chosen,
+        generator=torch.Generator().manual_seed(0),
+        layers=("fc2", "fc1", "conv2", "conv1"),
+    )
+    assert list(found) == ["original", "fc2", "fc1", "conv2", "conv1"]
+    assert found == named
+
+
+@pytest.mark.parametrize(
+    ("arch", "layer"),
+    [
+        ("study", "conv2"),  # the block conv-pool-relu: (B, 4, 7, 7)
+        ("study_bn", "conv2"),
+        ("cnn_3conv_bn", "features.2"),  # the last block
+        ("flat", "layers.4"),  # no block holds the conv alone: the conv itself
+        ("backwards", "stem"),
+    ],
+)
+def test_grad_cam_layer_is_the_last_conv(arch, layer, digits):
+    model = STEPS[arch][0]()
+    assert methods.default_cam_layer(model) is model.get_submodule(layer)
+    assert methods.not_applicable(model) == {}
+    x, y = digits
+    cam = methods.grad_cam(model, x, y, layer=model.get_submodule(layer))
+    assert cam.shape == x.shape and (cam >= 0).all()
+
+
+def test_grad_cam_without_a_conv_is_not_applicable(digits):
+    model = seeded(MLP)
+    assert methods.not_applicable(model) == {"grad_cam": "no Conv2d layer"}
+    with pytest.raises(methods.NotApplicableError, match="no Conv2d layer"):
+        methods.default_cam_layer(model)
+    x, y = digits  # the other methods run
+    for name in METHOD_NAMES - {"grad_cam"}:
+        assert ATTRIBUTION_METHODS[name](model, x, y).shape == x.shape, name
+
+
 # --------------------------------------------------------------------------- trusted method
 
 
@@ -570,6 +687,58 @@ def test_compute_metrics_layout_and_identical_reruns(tiny_model):
     assert a.arrays.keys() == b.arrays.keys()
     for key in a.arrays:
         assert np.array_equal(a.arrays[key], b.arrays[key]), key
+
+
+STAGE_MODELS = {  # name -> (model, sanity steps top down)
+    "mlp": (lambda: seeded(MLP), ["net.5", "net.3", "net.1"]),
+    "cnn_64_128": (lambda: seeded(BlockCNN, (64, 128)), ["out", "fc", "features.1", "features.0"]),
+    "cnn_3conv_bn": (
+        lambda: seeded(BlockCNN, (4, 6, 8), batch_norm=True),
+        ["out", "fc", "features.2", "features.1", "features.0"],
+    ),
+    "cnn_flat_5_7": (lambda: seeded(FlatCNN), ["layers.10", "layers.8", "layers.4", "layers.0"]),
+}
+
+
+@pytest.mark.parametrize("arch", list(STAGE_MODELS))
+def test_compute_on_any_architecture(arch):
+    """The stage's library end to end: a method that cannot run (Grad-CAM without a conv)
+    is in no table, curve, array or figure, and the metrics say why; the rest all run."""
+    build, steps = STAGE_MODELS[arch]
+    model = build()
+    images = torch.randint(0, 256, (20, 28, 28), generator=torch.Generator().manual_seed(0))
+    out = compute(
+        model,
+        images.to(torch.uint8),
+        torch.arange(20) % 10,
+        name=arch,
+        cfg=_small_cfg(),
+        seed=0,
+        mean_image=GREY_MEAN,
+    )
+    for fig in out.figures.values():
+        plt.close(fig)
+    m = out.metrics
+    conv = arch != "mlp"
+    expected = METHOD_NAMES if conv else METHOD_NAMES - {"grad_cam"}
+    if conv:
+        assert "not_applicable" not in m
+    else:
+        assert m["not_applicable"] == {"grad_cam": "no Conv2d layer"}
+    for fill in ("black", "blur"):
+        assert (
+            set(m["deletion_auc"][fill]) == set(m["insertion_auc"][fill]) == expected | {"random"}
+        )
+        assert set(m["ranking"][fill]) == expected
+    assert set(m["sanity_passes"]) == expected
+    assert list(m["sanity_spearman"]) == ["original", *steps]
+    assert all(set(row) == expected for row in m["sanity_spearman"].values())
+    assert [r["randomized"] for r in out.tables["sanity"]] == ["original", *steps]
+    assert all(set(r) == {"step", "randomized"} | expected for r in out.tables["sanity"])
+    assert ("deletion_blur_grad_cam" in out.rows[0]) == conv
+    assert ("grad_cam" in out.arrays) == conv
+    assert set(out.figures) == {"attribution_grid", "deletion_curves", "sanity_check"}
+    assert len(out.figures["attribution_grid"].axes) == 2 * (1 + len(expected))
 
 
 # --------------------------------------------------------------------------- figures

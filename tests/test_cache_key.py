@@ -19,11 +19,9 @@ import yaml
 
 from conftest import run
 from helpers.pipeline import TinyBuild, rerun_scope, stale
+from helpers.study import FORMS, MODELS
 
 pytestmark = pytest.mark.slow
-
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
-FORMS = ("class_model", "targeted", "noise", "fgsm", "pgd", "strong")
 
 
 def _append_comment(path: Path) -> None:

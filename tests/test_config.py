@@ -18,7 +18,6 @@ from mnistlab.core.config import (
     parse_params,
 )
 from mnistlab.core.errors import ParamsError
-from mnistlab.core.params_types import MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +49,21 @@ def test_model_overrides_merge_with_train_section() -> None:
         ({"train": {"epochs": "3"}}, "train.epochs: Input should be a valid integer"),
         ({"train": {"lr": 0}}, "train.lr: Input should be greater than 0"),
         ({"train": {"optimizer": "lbfgs"}}, "train.optimizer:"),
-        ({"models": {"resnet": {}}}, "models.resnet: Input should be 'cnn'"),
+        (
+            {"models": {"resnet": {"arch": "resnet", "arch_args": {}}}},
+            "models.resnet.arch: unknown architecture 'resnet' (known are cnn, convnet, mlp)",
+        ),
+        ({"models": {"resnet": {"arch_args": {}}}}, "models.resnet.arch: missing key"),
+        (
+            {"models": {"bad-name": {"arch": "mlp", "arch_args": {"hidden": [8]}}}},
+            "models.bad-name: not a valid name",
+        ),
+        (
+            {"attacks": {"deepfool": {"steps": 3}}},
+            "attacks.deepfool: unknown attack form (the code provides: class_model, fgsm, noise, "
+            "pgd, random_noise, strong, targeted)",
+        ),
+        ({"attacks": {"pgd": {"stepz": 3}}}, "attacks.pgd.stepz: unknown key"),
         ({"models": {"cnn_bn": {"lr": -0.1}}}, "models.cnn_bn.lr: Input should be greater than 0"),
         ({"models": {"cnn": {"lrr": 0.1}}}, "models.cnn.lrr: unknown key"),
         ({"data": {"sources": []}}, "data.sources: List should have at least 1 item"),
@@ -82,12 +95,21 @@ def test_bad_params_name_the_key(raw: dict, needle: str) -> None:
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [("train", "epochs"), ("data", "local_dir"), ("attacks", "pgd"), (None, "seed")],
+    [
+        ("train", "epochs"),
+        ("data", "local_dir"),
+        ("attacks.pgd", "steps"),
+        ("models.cnn", "arch_args"),
+        (None, "seed"),
+    ],
 )
 def test_missing_key_is_an_error(section: str | None, key: str) -> None:
     """No value comes from the code: a key absent from params.yaml is a one-line error."""
     raw = raw_params()
-    del (raw[section] if section else raw)[key]
+    node = raw
+    for part in section.split(".") if section else ():
+        node = node[part]
+    del node[key]
     full = f"{section}.{key}" if section else key
     with pytest.raises(ParamsError) as info:
         parse_params(raw)
@@ -160,10 +182,14 @@ def test_flatten_nests_with_dots() -> None:
     assert "attacks.pgd" not in flat
 
 
-def test_model_names_match_registry() -> None:
-    from mnistlab.core.models import REGISTRY
+def test_forms_are_found_on_disk() -> None:
+    """A form is a schema module and a package; nothing lists them."""
+    from mnistlab.core.config import known_forms
 
-    assert set(REGISTRY) == set(MODEL_NAMES)
+    src = REPO / "src" / "mnistlab"
+    packages = {p.parent.name for p in (src / "attacks").glob("*/__init__.py")} - {"common"}
+    assert set(known_forms()) == packages
+    assert set(load_params(REPO / "params.yaml").attacks) <= set(known_forms())
 
 
 # ------------------------------------------------------------------ issue 14: more limits
@@ -196,25 +222,35 @@ def test_one_transfer_image_is_enough(same: int, other: int) -> None:
     assert cfg.attacks.noise.n_transfer_same + cfg.attacks.noise.n_transfer_other == 1
 
 
-def test_every_model_needs_a_models_entry() -> None:
-    """dvc.yaml's train@<model> depends on the param models.<model>: DVC needs each one."""
+def test_the_study_needs_a_model_and_a_form() -> None:
     raw = raw_params()
     raw["models"] = {}
-    with pytest.raises(ParamsError) as info:
+    with pytest.raises(ParamsError, match="models: Dictionary should have at least 1 item"):
         parse_params(raw)
-    assert str(info.value) == (
-        "params.yaml: models: missing an entry for cnn, cnn_bn, cnn_adv "
-        "(every model needs one; {} for no overrides)"
-    )
-    raw["models"] = {"cnn": {}, "cnn_bn": {}}
-    with pytest.raises(ParamsError, match="models: missing an entry for cnn_adv "):
+    raw = raw_params()
+    raw["attacks"] = {}
+    with pytest.raises(ParamsError, match="attacks: Dictionary should have at least 1 item"):
         parse_params(raw)
 
 
-def test_models_match_the_dvc_matrix() -> None:
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    names = next(v["model_names"] for v in dvc["vars"] if "model_names" in v)
-    assert tuple(names) == MODEL_NAMES
+def test_a_short_model_entry_inherits_train() -> None:
+    """An entry may list only what it changes; the shipped ones list every key (null) so
+    `dvc exp run -S models.<name>.<key>=...` finds it."""
+    params = params_with({"models": {"mlp": {"arch": "mlp", "arch_args": {"hidden": [16]}}}})
+    assert params.train_for("mlp") == params.train
+    assert params.label("mlp") == "mlp"
+    shipped = raw_params()["models"]
+    keys = set(raw_params()["train"])
+    for name, entry in shipped.items():
+        assert keys <= set(entry), f"models.{name} does not list every train key"
+
+
+def test_unknown_model_or_form_on_the_command_line_is_a_params_error() -> None:
+    params = params_with({})
+    with pytest.raises(ParamsError, match=r"--model resnet: not a model of params.yaml \(models: "):
+        params.model("resnet")
+    with pytest.raises(ParamsError, match=r"--form deepfool: not an attack form of params.yaml"):
+        params.form("deepfool")
 
 
 def test_invalid_utf8_is_one_line(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import yaml
 from conftest import run, write_params
 from helpers.pipeline import TinyBuild, ran
 from helpers.runs import stage_runs
+from helpers.study import FORMS
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ FORCED = {
     f"train@{MODEL}",
     f"evaluate@{MODEL}",
     f"visualize@{MODEL}",
-    *(f"attack@{form}-{MODEL}" for form in ("class_model", "targeted", "noise", "fgsm", "pgd")),
+    *(f"attack@{form}-{MODEL}" for form in FORMS if form != "strong"),
 }
 TIMING_KEYS = {"train_seconds", "seconds_per_epoch", "images_per_second"}
 UNTRACKED_COLD = {"MNISTLAB_WARM": "0", "MNISTLAB_TRACKING": "0"}

@@ -20,12 +20,11 @@ from helpers.pipeline import TinyBuild, ran, rerun_scope, stale
 from helpers.report import missing_numbers
 from helpers.runs import free_port, stage_runs, wait_http
 from helpers.serving import make_serve_command
+from helpers.study import FORMS, MODELS, NATURAL
 from mnistlab.report import load_metrics
 
 pytestmark = pytest.mark.slow
 
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
-FORMS = ("class_model", "targeted", "noise", "fgsm", "pgd", "strong")
 SHARED = {"transfer", "compare", "report"}  # they read every model's outputs
 
 
@@ -404,7 +403,7 @@ def test_robust_model_metrics(built: Path) -> None:
         assert list(per_model) == list(MODELS)
         for row in per_model.values():
             assert {"knn_accuracy", "nearest_l2", "cross_model"} <= set(row), image_set
-    assert all(len(row) == 3 for row in transfer["success"]["class_model"].values())
+    assert all(len(row) == len(MODELS) for row in transfer["success"]["class_model"].values())
     attribution = json.loads((built / "metrics/attribution/cnn.json").read_text())
     methods = {
         "saliency",
@@ -462,7 +461,7 @@ def test_attribution_reruns_on_its_params_only(pipeline_copy: Path) -> None:
     }
 
 
-@pytest.mark.parametrize("model", ["cnn", "cnn_bn"])
+@pytest.mark.parametrize("model", NATURAL)
 def test_apgd_matches_an_independent_library(built: Path, model: str) -> None:
     """Our APGD-CE against the Adversarial Robustness Toolbox's (same algorithm, its own
     code) on the pipeline's models: within a point; the full ensemble never weaker."""

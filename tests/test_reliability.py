@@ -789,16 +789,18 @@ def test_tracking_failures_are_told_apart_from_bugs() -> None:
 def test_swapped_checkpoint_and_foreign_weights_are_one_line(tmp_path: Path) -> None:
     import torch
 
+    from helpers.study import PARAMS, build_model
+    from helpers.study import save as save_checkpoint
     from mnistlab.core.errors import CheckpointError
-    from mnistlab.core.models import build_model, load_checkpoint, save_checkpoint
+    from mnistlab.core.models import load_checkpoint
 
     save_checkpoint(tmp_path / "bn.pt", build_model("cnn_bn"), "cnn_bn", {})
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "bn.pt", expected="cnn")
     assert "holds model 'cnn_bn', expected 'cnn'" in str(info.value)
-    # a checkpoint that names cnn but holds cnn_bn's weights
+    # a checkpoint that names cnn (and its architecture) but holds cnn_bn's weights
     state = torch.load(tmp_path / "bn.pt", weights_only=True)
-    state["model"] = "cnn"
+    state["model"], state["arch_args"] = "cnn", dict(PARAMS.models["cnn"].arch_args)
     torch.save(state, tmp_path / "liar.pt")
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "liar.pt", expected="cnn")

@@ -96,7 +96,7 @@ LOG_MODEL = textwrap.dedent(
 
     import torch
 
-    from mnistlab.core.models import build_model
+    from helpers.study import build_model
     from mnistlab.harness.tracking import stage_run
 
     root = Path(sys.argv[1])
@@ -179,7 +179,7 @@ def _post(url: str, body: bytes, ctype: str = "application/json") -> tuple[int, 
 def _expected_logits(store: Path, images: np.ndarray) -> np.ndarray:
     import torch
 
-    from mnistlab.core.models import build_model
+    from helpers.study import build_model
 
     model = build_model("cnn_bn")
     model.load_state_dict(torch.load(store / "state.pt", weights_only=True))

@@ -2,8 +2,9 @@
 types, variant names, the comparison table, and the driver's refusals (a dirty tree, a
 commit the git remote lacks, a bad key) in one line with nothing submitted.
 
-The sweeps themselves run on a real Ray cluster in test_team.py (team stores) and on the
-embedded one-machine default in test_sweep_local.py."""
+The sweeps themselves run on a real Ray cluster in test_team.py (team stores), on the
+embedded one-machine default below, and README's own `make sweep` lines and every shipped
+grid in test_readme.py."""
 
 from __future__ import annotations
 
@@ -84,7 +85,30 @@ def test_the_failing_variant_is_named(tmp_path: Path) -> None:
 def test_set_args_round_trip_through_yaml(value: object) -> None:
     (flag, arg) = Variant("v", {"x.y": value}).set_args()
     key, _, text = arg.partition("=")
-    assert flag == "-S" and key == "x.y" and yaml.safe_load(text) == value
+    # `++`: Hydra's add-or-override, so a key params.yaml does not list is set too
+    assert flag == "-S" and key == "++x.y" and yaml.safe_load(text) == value
+
+
+@pytest.mark.parametrize(
+    ("output", "cause"),
+    [
+        (  # DVC's Hydra error: the cause, not the context printed after it
+            "Reproducing experiment 'lr-1'\nERROR: Could not override 'models.cnn_bn.lr'.\n"
+            "To append to your config use +models.cnn_bn.lr=0.004\nKey 'lr' is not in struct\n"
+            "    full_key: models.cnn_bn.lr\n    object_type=dict",
+            "Could not override 'models.cnn_bn.lr'. To append to your config use "
+            "+models.cnn_bn.lr=0.004 Key 'lr' is not in struct",
+        ),
+        (  # a stage's own line beats DVC's summary
+            "20:40:05 ERROR mnistlab.train: train@cnn: the training loss became nan\n"
+            "ERROR: failed to reproduce 'train@cnn'",
+            "mnistlab.train: train@cnn: the training loss became nan",
+        ),
+        ("something\nthe last line", "the last line"),
+    ],
+)
+def test_a_failed_command_is_reported_by_the_line_naming_its_cause(output: str, cause: str) -> None:
+    assert sweep.failure_cause(output) == cause
 
 
 def test_table_shows_swept_params_and_the_metrics_that_differ() -> None:
@@ -189,6 +213,26 @@ def test_driver_fails_in_one_line_before_anything_runs(
     assert proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (project / "sweeps" / "results").exists()
     assert not (project / "mlflow.db").exists()  # no sweep run was opened either
+
+
+def test_a_sweep_of_an_unbuilt_clone_stops_before_ray(tmp_path: Path, mnist_raw: Path) -> None:
+    """A fresh clone before `make repro`: its dvc.lock names outputs that no cache and no
+    remote holds, so every variant would fail with DVC's "missing files"; the driver
+    says what to run instead, in one line, before Ray starts."""
+    repo = make_scratch_repo(tmp_path, mnist_raw)
+    env = {"RAY_ADDRESS": "127.0.0.1:9"}  # nothing listens: starting Ray would fail
+    proc = subprocess.run(
+        [sys.executable, "-m", "ops.sweep", "sweeps/lr.yaml"],
+        cwd=repo,
+        env={**_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "is not built" in proc.stderr and "run `make repro` here" in proc.stderr
+    assert not (repo / "sweeps" / "results").exists()
 
 
 def _env() -> dict[str, str]:

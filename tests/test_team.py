@@ -32,6 +32,7 @@ import yaml
 
 from conftest import write_params
 from helpers.pipeline import TinyBuild
+from helpers.study import MODELS
 from helpers.team import (
     DVC,
     REPO,
@@ -54,7 +55,6 @@ from ops import team_stack as ts
 
 pytestmark = pytest.mark.slow
 
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
 QUEUE_TARGET = "evaluate@cnn"  # validate_params -> train@cnn -> evaluate@cnn
 QUEUED = (("q-seed1", 1), ("q-seed2", 2), ("q-seed3", 3), ("q-seed4", 4))
 QUEUE_SHRINK = ("train.train_limit=1000", "evaluate.test_limit=500")

@@ -17,10 +17,9 @@ import pytest
 from conftest import run
 from helpers.pipeline import TinyBuild
 from helpers.runs import free_port, parent_runs, stage_runs, wait_http
+from helpers.study import MODELS
 
 pytestmark = pytest.mark.slow
-
-MODELS = ("cnn", "cnn_bn", "cnn_adv")
 
 
 @pytest.fixture

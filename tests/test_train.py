@@ -9,7 +9,9 @@ import torch
 
 from helpers.mnist_small import load_small
 from helpers.params import params_with
-from mnistlab.core.models import build_model, load_checkpoint, save_checkpoint
+from helpers.study import NATURAL, build_model
+from helpers.study import save as save_checkpoint
+from mnistlab.core.models import load_checkpoint
 from mnistlab.core.tensors import random_indices, set_seeds, to_pixels
 from mnistlab.evaluate import Evaluation, confident_mistakes, evaluate
 from mnistlab.train import random_shift, split_train_val, train_model
@@ -58,7 +60,7 @@ def small_mnist():
     )
 
 
-@pytest.mark.parametrize("name", ["cnn", "cnn_bn"])
+@pytest.mark.parametrize("name", NATURAL)
 def test_tiny_run_lowers_loss_and_records_curves(small_mnist, name: str) -> None:
     (tx, ty, vx, vy), _ = small_mnist
     cfg = params_with({"train": {"epochs": 2, "log_every": 2, "batch_size": 32}}).train

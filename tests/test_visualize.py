@@ -1,20 +1,24 @@
-"""Looking inside the CNNs: filters, feature maps, occlusion maps and their figures."""
+"""Looking inside the models: filters, feature maps, occlusion maps and their figures, for
+the study's CNN and for any other classifier (layers found by walking the model)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from helpers.archs import MLP, Backwards, BlockCNN, FlatCNN, StudyCNN, seeded, study_features
 from helpers.mnist_small import load_small
 from helpers.params import params_with
-from mnistlab.core.models import build_model
+from mnistlab import visualize
 from mnistlab.core.tensors import set_seeds, to_pixels
 from mnistlab.train import split_train_val, train_model
 from mnistlab.visualize import figures as figs
@@ -59,13 +63,13 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A cnn trained for two epochs on 1000 images (~88%), and 10 test images as pixels."""
+    """The study's cnn trained for two epochs on 1000 images (~88%), and 10 test images."""
     images, labels = load_small("train")
     test_x, test_y = load_small("test")
     tx, ty, vx, vy = split_train_val(images, labels, val_size=200, seed=0, train_limit=1000)
     cfg = params_with({"train": {"epochs": 2, "batch_size": 32}}).train
     set_seeds(0)
-    model = build_model("cnn")
+    model = StudyCNN()
     with single_thread():
         train_model(model, tx, ty, vx, vy, cfg=cfg, seed=0, progress=False)
     idx = pick_images(test_y, 10, seed=1)
@@ -96,7 +100,7 @@ def test_batched_occlusion_equals_naive_loop(
 ) -> None:
     """The trained cnn in float64, so the only difference left is the algorithm."""
     model, images, labels = trained
-    double = build_model("cnn").double()
+    double = StudyCNN().double()
     double.load_state_dict(model.state_dict())
     x, y = images[:n], labels[:n]
     fast = occlusion_maps(double, x, y, patch=patch, stride=stride, fill=0.5, batch_size=50)
@@ -252,11 +256,11 @@ def test_result_rows(trained) -> None:
 # --------------------------------------------------------------------------- filters, maps
 
 
-@pytest.mark.parametrize("name", ["cnn", "cnn_bn"])
-def test_conv_filters_and_activations(name: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(name).eval()
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_conv_filters_and_activations(batch_norm: bool) -> None:
+    model = seeded(StudyCNN, batch_norm)
     filters = conv_filters(model)
+    assert list(filters) == ["conv1", "conv2"]
     assert filters["conv1"].shape == (32, 1, 3, 3) and filters["conv2"].shape == (32, 32, 3, 3)
     assert all(not w.requires_grad and w.device.type == "cpu" for w in filters.values())
     assert torch.equal(filters["conv2"], model.conv2.conv.weight.detach())
@@ -265,15 +269,68 @@ def test_conv_filters_and_activations(name: str) -> None:
 
     image = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     acts = activations(model, image)
+    assert list(acts) == ["conv1", "conv2"]
     assert acts["conv1"].shape == (32, 28, 28) and acts["conv2"].shape == (32, 14, 14)
     assert all((a >= 0).all() and (a > 0).any() for a in acts.values())
     # conv1's maps are ReLU(conv(normalised pixels)), with BN when the model has it
     with torch.no_grad():
         conv = model.conv1.conv((image - model.mean) / model.std)
-        expect = torch.relu(model.conv1.bn(conv) if hasattr(model.conv1, "bn") else conv)[0]
+        expect = torch.relu(model.conv1.bn(conv) if batch_norm else conv)[0]
     torch.testing.assert_close(acts["conv1"], expect)
+    # bit for bit what the study's model.features() gave before hooks replaced it
+    with torch.inference_mode():
+        before = study_features(model, image)
+    for name in ("conv1", "conv2"):
+        assert torch.equal(acts[name], before[name][0]), name
     with pytest.raises(ValueError, match="28x28"):
         activations(model, torch.rand(2, 1, 28, 28))
+
+
+# model -> (conv, the module whose output is its map) paths, in forward order
+WALKED = {
+    "3-conv-bn": (
+        lambda: seeded(BlockCNN, (4, 6, 8), batch_norm=True),
+        [("features.0.0", "features.0.1"), ("features.1.0", "features.1.1")]
+        + [("features.2.0", "features.2.1")],
+    ),
+    "2-conv": (
+        lambda: seeded(BlockCNN, (5, 7)),
+        [("features.0.0", "features.0.0"), ("features.1.0", "features.1.0")],
+    ),
+    "flat": (lambda: seeded(FlatCNN), [("layers.0", "layers.1"), ("layers.4", "layers.4")]),
+    "backwards": (lambda: seeded(Backwards), [("stem.0", "stem.0")]),
+    "mlp": (lambda: seeded(MLP), []),
+}
+
+
+@pytest.mark.parametrize("arch", list(WALKED))
+def test_conv_layers_are_found_by_walking_the_model(arch: str) -> None:
+    """Every Conv2d, named conv1, conv2, ... in forward order whatever the model calls
+    it; its map is the ReLU of the conv's output, or of the BatchNorm right after it."""
+    build, paths = WALKED[arch]
+    model = build()
+    names = [f"conv{i}" for i in range(1, len(paths) + 1)]
+    filters = conv_filters(model)
+    assert list(filters) == names
+    for name, (conv, _) in zip(names, paths, strict=True):
+        assert torch.equal(filters[name], model.get_submodule(conv).weight.detach())
+    image = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    acts = activations(model, image)
+    assert list(acts) == names
+    seen = {}  # source path -> its output, captured here by hand
+    hooks = [
+        model.get_submodule(src).register_forward_hook(
+            lambda m, i, o, src=src: seen.setdefault(src, o.detach())
+        )
+        for _, src in paths
+    ]
+    with torch.no_grad():
+        model(image)
+    for h in hooks:
+        h.remove()
+    for name, (conv, src) in zip(names, paths, strict=True):
+        assert torch.equal(acts[name], torch.relu(seen[src])[0]), name
+        assert acts[name].shape[0] == model.get_submodule(conv).out_channels
 
 
 def test_pick_images_is_seeded_and_distinct() -> None:
@@ -295,12 +352,12 @@ def _close(fig: Figure) -> None:
 
 def test_filter_figures_share_one_zero_centred_scale(trained) -> None:
     filters = conv_filters(trained[0])
-    for fn, n_axes in (
-        (figs.conv1_filters, 33),
-        (figs.conv2_filters_channel0, 33),
-        (figs.conv2_filters_all, 2),
+    for fn, layer, n_axes in (
+        (figs.filters, "conv1", 33),
+        (figs.filters_channel0, "conv2", 33),
+        (figs.filters_all, "conv2", 2),
     ):
-        fig = fn(filters, model="cnn")
+        fig = fn(filters[layer], layer=layer, model="cnn")
         try:
             assert isinstance(fig, Figure)
             assert len(fig.axes) == n_axes, fn.__name__
@@ -311,11 +368,56 @@ def test_filter_figures_share_one_zero_centred_scale(trained) -> None:
             assert fig.axes[-1].get_ylabel() == "weight"  # the colour bar
         finally:
             _close(fig)
-    fig = figs.conv2_filters_all(filters)
+    fig = figs.filters_all(filters["conv2"], layer="conv2")
     try:  # the mosaic holds all 32 x 32 kernels of 3x3 with 1-pixel separators
         assert fig.axes[0].images[0].get_array().shape == (32 * 4 - 1, 32 * 4 - 1)
+        assert fig.axes[0].get_title() == "all conv2 filters (32x32 kernels of 3x3)"
     finally:
         _close(fig)
+
+
+def test_filter_figures_per_conv_layer() -> None:
+    """A layer on the 1-channel input gets one grid; deeper layers channel 0 and the
+    mosaic. Channel counts that leave empty grid cells (5, 7, 9) still get a colour bar."""
+    weights = conv_filters(seeded(BlockCNN, (5, 7, 9)))
+    out = figs.filter_figures(weights, model="m")
+    try:
+        assert list(out) == [
+            "conv1_filters",
+            "conv2_filters_channel0",
+            "conv2_filters_all",
+            "conv3_filters_channel0",
+            "conv3_filters_all",
+        ]
+        assert len(out["conv1_filters"].axes) == 5 + 1  # kernels and the colour bar
+        assert len(out["conv3_filters_channel0"].axes) == 9 + 1
+        mosaic = out["conv3_filters_all"].axes[0].images[0].get_array()
+        assert mosaic.shape == (9 * 4 - 1, 7 * 4 - 1)  # 9 output rows of 7 input kernels
+        assert out["conv1_filters"].get_suptitle() == (
+            "m: conv1 filters (3x3, one per output channel)"
+        )
+        for fig in out.values():
+            fig.savefig(io.BytesIO(), format="png", dpi=30)
+    finally:
+        for fig in out.values():
+            _close(fig)
+    assert figs.filter_figures({}) == {}  # no conv layer, no figure
+
+
+@pytest.mark.parametrize("channels", [(8, 20), (5, 7), (3, 4, 6)])
+def test_activations_figure_with_empty_grid_cells(channels: tuple[int, ...]) -> None:
+    """Layers of different widths share the rows: the narrower ones leave empty cells,
+    which are removed (their colour bar must not be asked to sit beside them)."""
+    model = seeded(BlockCNN, channels)
+    acts = activations(model, torch.rand(1, 1, 28, 28))
+    fig = figs.activations(torch.rand(1, 1, 28, 28), acts, model="m")
+    try:
+        assert len(fig.axes) == 1 + sum(channels) + len(channels)  # input, maps, colour bars
+        fig.savefig(io.BytesIO(), format="png", dpi=30)
+    finally:
+        _close(fig)
+    with pytest.raises(ValueError, match="no feature maps"):
+        figs.activations(torch.rand(1, 1, 28, 28), {})
 
 
 def test_activations_figure(trained) -> None:
@@ -351,3 +453,61 @@ def test_occlusion_figure(trained, n: int) -> None:
             assert f"{int(labels[k])} \u2192 {taker}" in texts
     finally:
         _close(fig)
+
+
+# --------------------------------------------------------------------------- the stage
+
+VIS_FIGURES_2CONV = [
+    "conv1_filters",
+    "conv2_filters_channel0",
+    "conv2_filters_all",
+    "activations",
+    "occlusion",
+]
+STAGE_MODELS = {  # name -> (model, figure names, not_applicable, render the figures)
+    "mlp": (lambda: seeded(MLP), ["occlusion"], True, True),
+    # 64 and 128 channels: the first layer's maps leave half the shared rows empty
+    "cnn_64_128": (lambda: seeded(BlockCNN, (64, 128)), VIS_FIGURES_2CONV, False, False),
+    "cnn_3conv_bn": (
+        lambda: seeded(BlockCNN, (4, 6, 8), batch_norm=True),
+        VIS_FIGURES_2CONV[:3]
+        + ["conv3_filters_channel0", "conv3_filters_all"]
+        + VIS_FIGURES_2CONV[3:],
+        False,
+        True,
+    ),
+    "cnn_flat_5_7": (lambda: seeded(FlatCNN), VIS_FIGURES_2CONV, False, True),
+}
+
+
+@pytest.mark.parametrize("arch", list(STAGE_MODELS))
+def test_compute_on_any_architecture(arch: str) -> None:
+    """The stage's library end to end: filters and feature maps for every conv layer,
+    none (and said so) without one; occlusion for every model."""
+    build, names, skipped, render = STAGE_MODELS[arch]
+    model = build()
+    images = torch.randint(0, 256, (20, 28, 28), generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(20) % 10
+    cfg = params_with(
+        {"visualize": {"occlusion": {"n_images": 2, "patch": 14, "stride": 7, "batch_size": 9}}}
+    ).visualize
+    with single_thread():
+        out = visualize.compute(model, images.to(torch.uint8), labels, name=arch, cfg=cfg, seed=0)
+    try:
+        assert list(out.figures) == names
+        if render:
+            for fig in out.figures.values():
+                fig.savefig(io.BytesIO(), format="png", dpi=30)
+    finally:
+        for fig in out.figures.values():
+            _close(fig)
+    m = out.metrics
+    if skipped:
+        reason = "no Conv2d layer"
+        assert m["not_applicable"] == {"filters": reason, "activations": reason}
+        assert "conv1" not in out.arrays
+    else:
+        assert "not_applicable" not in m
+        first = next(x for x in model.modules() if isinstance(x, nn.Conv2d))
+        assert np.array_equal(out.arrays["conv1"], first.weight.detach().numpy())
+    assert len(m["occlusion"]["images"]) == 2 and out.arrays["maps"].shape == (2, 3, 3)

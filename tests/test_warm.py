@@ -130,7 +130,7 @@ def test_a_warm_stage_fails_like_a_cold_one(project: Path, runtime_dir: Path) ->
         env[SWITCH] = warm
         outs.append(run([str(project / "bin" / "dvc"), cmds], cwd=project, env=env).stdout)
     (cold_rc, cold_err), (warm_rc, warm_err) = (json.loads(x) for x in outs)
-    assert cold_rc == warm_rc == 1
+    assert cold_rc == warm_rc == 2  # a params error: a usage error
     errors = [[ln for ln in e.splitlines() if "ERROR" in ln] for e in (cold_err, warm_err)]
     assert len(errors[0]) == len(errors[1]) == 1, (cold_err, warm_err)
     assert (

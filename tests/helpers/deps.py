@@ -6,8 +6,11 @@ transitively through ``mnistlab`` and ``stages``, but never into the harness
 (``src/mnistlab/harness``): like mlflow, the harness runs and records a stage and changes
 no output byte, so it is no stage's dependency, and what it imports is not either.
 Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those count.
-The one dynamic import (``FORM_PACKAGE = "mnistlab.attacks.{form}"`` in the attack
-entry module) is formatted with the stage's own ``--form`` argument.
+The dynamic imports are module-level string constants (:data:`DYNAMIC`), formatted with
+the stage's own arguments: ``FORM_PACKAGE``/``FORM_PARAMS`` with its ``--form``,
+``ARCH_MODULE`` with the architecture of its ``--model`` (given by the caller, for the
+stages that build a model from ``params.yaml``); one whose argument the stage lacks is
+not followed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 
 FIRST_PARTY = ("mnistlab", "stages")
 HARNESS = "mnistlab.harness"
+# Names of the module-level templates of dynamic imports (``"mnistlab.attacks.{form}"``).
+DYNAMIC = ("FORM_PACKAGE", "FORM_PARAMS", "ARCH_MODULE")
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -43,9 +48,12 @@ def imported_names(tree: ast.AST, args: dict[str, str] | None = None) -> set[str
             args is not None
             and isinstance(node, ast.Assign)
             and len(node.targets) == 1
-            and getattr(node.targets[0], "id", "") == "FORM_PACKAGE"
+            and getattr(node.targets[0], "id", "") in DYNAMIC
         ):
-            names.add(node.value.value.format(**args))
+            try:
+                names.add(node.value.value.format(**args))
+            except KeyError:  # the stage has no such argument: it does not import one
+                pass
     return {n for n in names if n.split(".")[0] in FIRST_PARTY}
 
 

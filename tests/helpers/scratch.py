@@ -57,13 +57,23 @@ def write_params(repo: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _tiny_models() -> dict:
+    """Every model of params.yaml in one epoch; an adversarially trained one with 2 steps."""
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    tiny: dict = {}
+    for name, entry in models.items():
+        shrink: dict = {"epochs": 1} if entry.get("epochs") is not None else {}
+        if entry.get("adversarial"):
+            shrink["adversarial"] = {"steps": 2, "check_images": 100, "check_steps": 3}
+        tiny[name] = shrink
+    return tiny
+
+
 # A profile that makes the whole pipeline take a couple of minutes on a 2-core CPU.
 TINY = {
     "data": {"sources": ["local"]},  # local_dir is filled in with the cached download
     "train": {"epochs": 1, "train_limit": 2000, "val_size": 500, "log_every": 5},
-    "models": {
-        "cnn_adv": {"epochs": 1, "adversarial": {"steps": 2, "check_images": 100, "check_steps": 3}}
-    },
+    "models": _tiny_models(),
     "evaluate": {"test_limit": 1000},
     "visualize": {"occlusion": {"n_images": 4, "stride": 3}},
     "attribution": {

@@ -1,9 +1,11 @@
 """Layer-by-layer accounting of a model: shapes, weights, biases, parameters, neurons.
 
 Everything is measured from the real modules (forward hooks for shapes, parameter
-tensors for counts), never typed in. Neurons are counted as the reference report
-does: one per output channel of a conv layer, one per output unit of a linear
-layer; pooling, activations and BatchNorm have none.
+tensors for counts), never typed in, for any classifier of ``(B, 1, 28, 28)`` pixels.
+The rows are the conv, linear, BatchNorm and max-pool layers, and any other module with
+parameters of its own, in the order of their first call in ``forward``. Neurons are
+counted as the reference report does: one per output channel of a conv layer, one per
+output unit of a linear layer; pooling, activations and BatchNorm have none.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mnistlab.core.layers import placement
 from mnistlab.core.params_types import IMAGE_SIZE
 
 COUNTED = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear)
@@ -25,12 +28,20 @@ def _neurons(module: nn.Module) -> int:
 
 
 def describe(model: nn.Module) -> dict:
-    """Per-layer shapes and counts plus totals, from one forward pass of a dummy image."""
+    """Per-layer shapes and counts plus totals, from one forward pass of a dummy image.
+
+    A module called twice in ``forward`` is one row (its first call). ``total_params``
+    counts the model's parameters themselves.
+    """
     layers: list[dict] = []
     hooks = []
+    seen: set[int] = set()
 
     def hook(name: str):
         def fn(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if id(module) in seen:
+                return
+            seen.add(id(module))
             weight = getattr(module, "weight", None)
             bias = getattr(module, "bias", None)
             n_w = weight.numel() if isinstance(weight, torch.Tensor) else 0
@@ -43,7 +54,7 @@ def describe(model: nn.Module) -> dict:
                     "output_shape": list(output.shape[1:]),
                     "weights": n_w,
                     "biases": n_b,
-                    "params": n_w + n_b,
+                    "params": sum(p.numel() for p in module.parameters(recurse=False)),
                     "neurons": _neurons(module),
                 }
             )
@@ -51,24 +62,25 @@ def describe(model: nn.Module) -> dict:
         return fn
 
     for name, module in model.named_modules():
-        if isinstance(module, COUNTED):
+        own = next(module.parameters(recurse=False), None) is not None
+        if isinstance(module, COUNTED) or own:
             hooks.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
+    dev, dtype = placement(model)
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+            model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=dev, dtype=dtype))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
 
     def total(kind: type, key: str) -> int:
         return sum(layer[key] for layer in layers if layer["type"] == kind.__name__)
 
-    counted = sum(layer["params"] for layer in layers)
     total_params = sum(p.numel() for p in model.parameters())
-    assert counted == total_params, "a parameterised layer type is missing from COUNTED"
     return {
         "total_params": total_params,
         "conv_params": total(nn.Conv2d, "params"),

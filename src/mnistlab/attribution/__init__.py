@@ -3,12 +3,18 @@ and whether to trust it.
 
 Methods (:mod:`.methods`, Captum where it has them): saliency, SmoothGrad, Integrated
 Gradients from four baselines (black, the blurred input, uniform noise, the training
-mean; :mod:`.baselines`), Grad-CAM on conv2, occlusion. Faithfulness
+mean; :mod:`.baselines`), Grad-CAM on the last conv layer, occlusion. Faithfulness
 (:mod:`.faithfulness`): deletion and insertion curves against a random order, under
 each fill (black, which rewards following the input, and blur, which does not).
 Sanity (:mod:`.sanity`): the cascading model-randomisation test of Adebayo et al. 2018.
 The *trusted* method of a model passes the sanity check with the lowest deletion AUC
 under the blur fill. Figures in :mod:`.figures`.
+
+Any classifier of ``(B, 1, 28, 28)`` pixels works: the layers Grad-CAM and the sanity
+check need are found by walking the model (:mod:`mnistlab.core.layers`). A
+method that cannot run on a model is left out of every table, curve and figure, and the
+metrics say why: ``metrics["not_applicable"] = {method: reason}`` (absent when every
+method runs), e.g. ``{"grad_cam": "no Conv2d layer"}`` for an MLP.
 """
 
 from __future__ import annotations
@@ -116,7 +122,12 @@ def compute(
 
     idx = random_indices(len(labels), cfg.n_images + 1, seed)[1:]
     x, y = to_pixels(images[idx]).to(device), labels[idx].to(device)  # (B, 1, 28, 28), (B,)
-    fns = registry(cfg, mean_image=mean_image, seed=seed)
+    skipped = methods.not_applicable(model)  # method -> why it cannot run on this model
+    fns = {
+        m: fn
+        for m, fn in registry(cfg, mean_image=mean_image, seed=seed).items()
+        if m not in skipped
+    }
     attrs = {m: fn(model, x, y) for m, fn in fns.items()}
     gen = torch.Generator().manual_seed(seed)
     random_attr = faithfulness.random_order_attribution(x, generator=gen)
@@ -159,6 +170,8 @@ def compute(
             else deletion[TRUSTED_FILL][trusted] / deletion[TRUSTED_FILL][RANDOM_KEY]
         ),
     }
+    if skipped:
+        metrics["not_applicable"] = skipped  # method -> why it was not computed
     log.info(
         "%s: deletion AUC %s; sanity check passes %s; trusted %s",
         name,

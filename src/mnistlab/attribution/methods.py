@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mnistlab.attribution.baselines import uniform_noise
+from mnistlab.core.layers import NO_CONV, cam_layer
 from mnistlab.core.params_types import IMAGE_SIZE
 from mnistlab.core.tensors import check_inputs
 from mnistlab.visualize.features import placement, softmax
@@ -70,22 +71,34 @@ def _prepare(
     return x.detach().to(dev, dtype), y.to(dev, torch.long)
 
 
+class NotApplicableError(ValueError):
+    """A method needs a kind of layer the model does not have (Grad-CAM without a conv)."""
+
+
 def default_cam_layer(model: nn.Module) -> nn.Module:
-    """The last top-level child of ``model`` that is or contains an ``nn.Conv2d``.
+    """The Grad-CAM layer, found by walking ``model``: the last conv's block when that
+    block returns a ``(B, C, h, w)`` map, else the last conv itself
+    (:func:`mnistlab.core.layers.cam_layer`).
 
     For ``MnistCNN`` this is the ``conv2`` block (conv-[bn]-pool-relu, output
     ``(B, C, 7, 7)``), the usual Grad-CAM layer.
 
     Raises:
-        ValueError: the model has no convolution.
+        NotApplicableError: the model has no convolution.
     """
-    last = None
-    for child in model.children():
-        if isinstance(child, nn.Conv2d) or any(isinstance(m, nn.Conv2d) for m in child.modules()):
-            last = child
-    if last is None:
-        raise ValueError("model has no Conv2d layer for Grad-CAM")
-    return last
+    found = cam_layer(model)
+    if found is None:
+        raise NotApplicableError(f"Grad-CAM: {NO_CONV}")
+    return found[1]
+
+
+def not_applicable(model: nn.Module) -> dict[str, str]:
+    """Method -> why it cannot run on ``model``; empty when every method can.
+
+    Only Grad-CAM needs a particular layer (a conv); the gradient, path and occlusion
+    methods need nothing but the model's input and output.
+    """
+    return {} if cam_layer(model) is not None else {"grad_cam": NO_CONV}
 
 
 # --------------------------------------------------------------------------- gradients

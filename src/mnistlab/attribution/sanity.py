@@ -2,7 +2,7 @@
 saliency maps").
 
 Starting from a copy of the trained model, the layers are re-initialised one at a
-time from the top (``fc2, fc1, conv2, conv1``), cumulatively, and after each step every
+time from the top (output) down, cumulatively, and after each step every
 method's attribution is recomputed for the same images and classes. The Spearman
 rank correlation of the *absolute* attributions (per image, over the 784 pixels, then
 averaged over images) with the trained model's attribution measures how much the map
@@ -14,6 +14,11 @@ under randomisation, which would otherwise read as a negative correlation. Note 
 for input-multiplied methods on MNIST (IG with a black baseline gives exactly 0 on
 the black background, ~80% of the pixels) the shared zero set alone keeps the rank
 correlation high: that is the effect the check is designed to expose.
+
+The layers are the model's own, found by walking it (:func:`randomization_steps`): each
+parameterised layer, with the normalisation layer that directly follows it, is one step,
+named after its block (``mnistlab.core.layers``); for ``MnistCNN`` the steps are
+``fc2, fc1, conv2, conv1`` (``conv2`` the whole conv-[bn]-pool-relu block).
 
 Verdict: a method *passes* when its mean correlation after the last (full)
 randomisation step is below ``PASS_THRESHOLD = 0.5``, i.e. less than half of the rank
@@ -30,13 +35,55 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from mnistlab.core.layers import trace, units
+
 AttributionFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-DEFAULT_LAYERS: tuple[str, ...] = ("fc2", "fc1", "conv2", "conv1")
-"""MnistCNN's layers from the top (output) to the bottom (input)."""
 ORIGINAL = "original"
 """Table key of the unrandomised model (correlation of each method with itself)."""
 PASS_THRESHOLD = 0.5
+
+
+def _param_names(model: nn.Module, path: str, *, recurse: bool) -> list[str]:
+    """Names in ``model.named_parameters()`` of the submodule ``path``'s parameters."""
+    prefix = f"{path}." if path else ""
+    own = model.get_submodule(path).named_parameters(recurse=recurse)
+    return [prefix + name for name, _ in own]
+
+
+def randomization_steps(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Step name -> the parameters it redraws, in order; steps top (output) to bottom.
+
+    One step per parameterised layer of ``model``, in reverse forward order; a
+    normalisation layer directly following a layer in its container joins that layer's
+    step. A step whose layers fill a block on their own (a submodule holding no other
+    parameters) is named after the block and redraws all of it; else it is named after
+    its first layer and redraws its layers' own parameters. For ``MnistCNN`` the steps
+    are ``fc2``, ``fc1``, ``conv2`` (``conv2.conv.weight``, ``conv2.conv.bias``, then the
+    BatchNorm's when it has one) and ``conv1``; for an ``nn.Sequential`` MLP ``"5"``,
+    ``"3"``, ``"1"``.
+    """
+    steps = {}
+    for unit in reversed(units(trace(model))):
+        if unit.block:
+            steps[unit.name] = tuple(_param_names(model, unit.block, recurse=True))
+        else:
+            steps[unit.name] = tuple(
+                n for path in unit.paths for n in _param_names(model, path, recurse=False)
+            )
+    return steps
+
+
+@torch.no_grad()
+def _redraw_(p: torch.Tensor, generator: torch.Generator) -> None:
+    """Redraw ``p`` from a normal with its own mean and std (see :func:`randomize_layer_`)."""
+    if p.numel() < 2:
+        return
+    mean, std = p.mean(), p.std()
+    if float(std) == 0.0:
+        return
+    noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+    p.copy_((noise * float(std) + float(mean)).to(p.dtype))
 
 
 @torch.no_grad()
@@ -54,13 +101,7 @@ def randomize_layer_(layer: nn.Module, *, generator: torch.Generator) -> None:
         generator: CPU ``torch.Generator``, the only source of randomness.
     """
     for p in layer.parameters():
-        if p.numel() < 2:
-            continue
-        mean, std = p.mean(), p.std()
-        if float(std) == 0.0:
-            continue
-        noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-        p.copy_((noise * float(std) + float(mean)).to(p.dtype))
+        _redraw_(p, generator)
 
 
 def spearman_abs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -92,14 +133,14 @@ def cascading_randomization(
     methods: Mapping[str, AttributionFn],
     *,
     generator: torch.Generator,
-    layers: Sequence[str] = DEFAULT_LAYERS,
+    layers: Sequence[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Mean Spearman correlation of each method's map with the trained model's, per step.
 
     ``model`` is not modified: the layers of a deep copy are randomised cumulatively,
-    in the order of ``layers``. Each method must find what it needs (e.g. the
-    Grad-CAM layer) from the model it is given, as the ``ATTRIBUTION_METHODS`` in
-    ``methods.py`` do, not from the original model.
+    top to bottom (:func:`randomization_steps`), or in the order of ``layers``. Each
+    method must find what it needs (e.g. the Grad-CAM layer) from the model it is given,
+    as the methods of ``mnistlab.attribution.registry`` do, not from the original model.
 
     Args:
         model: pixels ``(B, 1, 28, 28)`` -> logits ``(B, K)``.
@@ -107,11 +148,12 @@ def cascading_randomization(
         y: classes explained (the same at every step), ``(B,)``.
         methods: name -> ``(model, x, y) -> (B, 1, 28, 28)`` attribution.
         generator: CPU ``torch.Generator`` for the new weights.
-        layers: submodule names, randomised top to bottom.
+        layers: submodule names, randomised in this order (each whole); None: the
+            model's own steps, found by walking it.
 
     Returns:
         ``{step: {method: mean rho}}`` with steps ``"original"`` (1.0: each map with
-        itself) then each layer name; the step ``layers[k]`` has layers ``0..k``
+        itself) then each step name; the ``k``-th step has steps ``0..k``
         randomised. Insertion order is step order. Means are over the images whose
         trained-model map is not constant (NaN if there is none); a randomised map
         that is constant counts as rho 0.
@@ -130,10 +172,16 @@ def cascading_randomization(
         return float(spearman_abs(reference[name][keep], attr[keep]).mean())
 
     table = {ORIGINAL: {name: mean_rho(name, a) for name, a in reference.items()}}
+    if layers is None:
+        steps = randomization_steps(model)
+    else:
+        steps = {layer: tuple(_param_names(model, layer, recurse=True)) for layer in layers}
     randomized = copy.deepcopy(model)
-    for layer in layers:
-        randomize_layer_(randomized.get_submodule(layer), generator=generator)
-        table[layer] = {name: mean_rho(name, fn(randomized, x, y)) for name, fn in methods.items()}
+    params = dict(randomized.named_parameters(remove_duplicate=False))  # tied: every name
+    for step, names in steps.items():
+        for param in names:  # in the order of the step's parameters, as randomize_layer_
+            _redraw_(params[param], generator)
+        table[step] = {name: mean_rho(name, fn(randomized, x, y)) for name, fn in methods.items()}
     return table
 
 

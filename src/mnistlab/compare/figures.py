@@ -1,7 +1,8 @@
 """Cross-model figures of the ``compare`` stage: ``plots/compare/<name>.png``.
 
 Each takes ``{model: array}`` and draws every model in one figure, in the same order
-and on the same colour scale where the quantity is comparable.
+and on the same colour scale where the quantity is comparable; sizes follow the number
+of models, and a model without the piece drawn gets a panel saying "not applicable".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from mnistlab.core.figures import new_figure
 
 METHODS = ("saliency", "integrated_gradients", "grad_cam", "occlusion")
+MAX_ROWS = 12  # rows of the attribution figure: images per model shrink as models are added
 
 
 def _bare(ax) -> None:
@@ -72,19 +74,45 @@ def class_images(per_model: Mapping[str, np.ndarray]) -> Figure:
     return fig
 
 
-def conv1_filters(per_model: Mapping[str, np.ndarray], n: int = 16) -> Figure:
-    """The first ``n`` conv1 kernels of each model, each model on its own symmetric scale."""
+def _not_applicable(ax, why: str) -> None:
+    """An empty panel that says why it is empty (a model without this piece); the text
+    stays out of the layout, so a long reason does not widen its column."""
+    ax.set_axis_off()
+    text = ax.text(0.5, 0.5, f"not applicable:\n{why}", ha="center", va="center", fontsize=7)
+    text.set_in_layout(False)
+
+
+def conv1_filters(
+    per_model: Mapping[str, np.ndarray | None],
+    n: int = 16,
+    *,
+    not_applicable: Mapping[str, str] | None = None,
+) -> Figure:
+    """The first ``n`` conv1 kernels of each model, each model on its own symmetric scale.
+
+    A model without conv1 filters (``None``: an MLP) gets a row that says why
+    (``not_applicable[model]``); one with fewer than ``n`` kernels leaves the rest blank.
+    """
     names = list(per_model)
+    na = not_applicable or {}
     fig = new_figure(0.8 * n, 1.0 * len(names) + 0.5)
     fig.suptitle(f"conv1 filters (first {n}; blue < 0 < red)")
     axes = fig.subplots(len(names), n, squeeze=False)
     for r, name in enumerate(names):
-        w = np.asarray(per_model[name])[:n, 0]
+        axes[r, 0].set_ylabel(name, fontsize=9)
+        if per_model[name] is None:  # the row says why, in its middle; the label stays
+            _bare(axes[r, 0])
+            axes[r, 0].spines[:].set_visible(False)
+            for ax in axes[r, 1:]:
+                ax.set_axis_off()
+            _not_applicable(axes[r, n // 2], na.get(name, "no conv1 filters"))
+            continue
+        w = np.asarray(per_model[name])[:n, 0]  # (<= n, k, k): input channel 0
         lim = float(np.abs(w).max()) or 1.0
         for k in range(n):
-            axes[r, k].imshow(w[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
+            if k < len(w):
+                axes[r, k].imshow(w[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
             _bare(axes[r, k])
-        axes[r, 0].set_ylabel(name, fontsize=9)
     return fig
 
 
@@ -114,14 +142,21 @@ def occlusion(per_model: Mapping[str, Mapping[str, np.ndarray]], n: int = 6) -> 
     return fig
 
 
-def attribution(per_model: Mapping[str, Mapping[str, np.ndarray]], n: int = 4) -> Figure:
-    """Every attribution method on the same images for every model (rows: model x image)."""
+def attribution(
+    per_model: Mapping[str, Mapping[str, np.ndarray]], n: int = 4, max_rows: int = MAX_ROWS
+) -> Figure:
+    """Every attribution method on the same images for every model (rows: model x image).
+
+    Fewer images per model as models are added, so the figure stays at most ``max_rows``
+    rows (at least one image each); a method a model has no map for (Grad-CAM without a
+    conv layer) is a panel that says so.
+    """
     names = list(per_model)
     first = per_model[names[0]]
-    n = min(n, len(first["images"]))
+    n = max(1, min(n, len(first["images"]), max_rows // len(names)))
     rows = len(names) * n
     fig = new_figure(1.5 * (len(METHODS) + 1), 1.45 * rows + 0.6)
-    fig.suptitle("Attributions of the three models (red: for the true class)")
+    fig.suptitle("Attributions side by side (red: for the true class)")
     axes = fig.subplots(rows, len(METHODS) + 1, squeeze=False)
     for i, name in enumerate(names):
         a = per_model[name]
@@ -130,11 +165,41 @@ def attribution(per_model: Mapping[str, Mapping[str, np.ndarray]], n: int = 4) -
             axes[r, 0].imshow(np.asarray(a["images"][j]).squeeze(), cmap="gray", vmin=0, vmax=1)
             axes[r, 0].set_ylabel(f"{name}\nlabel {int(a['labels'][j])}", fontsize=7)
             for c, method in enumerate(METHODS, start=1):
+                if r == 0:
+                    axes[r, c].set_title(method.replace("_", " "), fontsize=8)
+                if method not in a:
+                    _not_applicable(axes[r, c], f"no {method.replace('_', ' ')} map")
+                    continue
                 m = np.asarray(a[method][j]).squeeze()
                 lim = float(np.abs(m).max()) or 1.0
                 axes[r, c].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-                if r == 0:
-                    axes[r, c].set_title(method.replace("_", " "), fontsize=8)
             for c in range(len(METHODS) + 1):
                 _bare(axes[r, c])
     return fig
+
+
+def form_table(form: str, table: Mapping[str, Mapping[str, float]]) -> Figure:
+    """One attack form's numeric metrics as a table image (rows: models; columns: the
+    metrics, in the first model's order): scales differ (counts beside rates), so a table
+    reads where bars would not."""
+    models = list(table)
+    columns = list(dict.fromkeys(k for row in table.values() for k in row))
+    fig = new_figure(max(4.0, 1.6 * (len(columns) + 1)), 0.45 * (len(models) + 1) + 0.8)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.set_title(f"attack form {form}: each model's metrics")
+    if not columns:
+        ax.text(0.5, 0.5, "no numeric metrics", ha="center", va="center")
+        return fig
+    cells = [[_cell(table[m].get(c)) for c in columns] for m in models]
+    drawn = ax.table(cellText=cells, rowLabels=models, colLabels=columns, loc="center")
+    drawn.auto_set_font_size(False)
+    drawn.set_fontsize(8)
+    return fig
+
+
+def _cell(value: float | None) -> str:
+    """A metric as the table shows it: an int whole, a float to 4 significant digits."""
+    if value is None:
+        return "–"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"

@@ -10,19 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mnistlab.core.errors import ParamsError
-from mnistlab.core.params_types import ATTACK_FORMS, MODEL_NAMES
 
 if TYPE_CHECKING:
     import torch
-
-# Options whose values are names the code knows: anything else is a usage error.
-CHOICES = {"model": MODEL_NAMES, "form": ATTACK_FORMS}
 
 
 def parse_args(doc: str | None, argv: list[str] | None, **options: str) -> Any:
     """Parse a stage's required ``--name value`` options (paths come from ``dvc.yaml``).
 
-    A missing option or an unknown ``--model``/``--form`` exits 2 with one line.
+    A missing option exits 2 with one line. ``--model`` and ``--form`` name entries of
+    ``params.yaml``: the stage checks them against it (``Params.model``, ``Params.form``).
 
     Args:
         options: ``name=help``; ``checkpoint_dir`` becomes ``--checkpoint-dir``.
@@ -36,9 +33,7 @@ def parse_args(doc: str | None, argv: list[str] | None, **options: str) -> Any:
     parser = Parser(description=doc)
     for name, help_text in options.items():
         flag = f"--{name.replace('_', '-')}"
-        parser.add_argument(
-            flag, dest=name, required=True, help=help_text, choices=CHOICES.get(name)
-        )
+        parser.add_argument(flag, dest=name, required=True, help=help_text)
     return parser.parse_args(argv)
 
 

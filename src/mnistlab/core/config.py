@@ -11,7 +11,9 @@ out-of-range values with a one-line :class:`ParamsError` naming the full key
 from __future__ import annotations
 
 import copy
+import importlib
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,10 +21,41 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from mnistlab.core.errors import ParamsError
-from mnistlab.core.params_attacks import AttackParams, TransferParams
-from mnistlab.core.params_eval import AttributionParams, EvaluateParams, VisualizeParams
-from mnistlab.core.params_train import DataParams, TrainParams
-from mnistlab.core.params_types import MODEL_NAMES, ModelName, _Section
+from mnistlab.core.params_eval import (
+    AttributionParams,
+    EvaluateParams,
+    TransferParams,
+    VisualizeParams,
+)
+from mnistlab.core.params_train import DataParams, ModelSpec, TrainParams, train_overrides
+from mnistlab.core.params_types import NAME_PATTERN, _Section
+
+# The schema of `attacks.<form>`, one module per form, imported by name: a stage's cache
+# key holds only the form it runs (the dependency test formats this with its --form).
+FORM_PARAMS = "mnistlab.core.attack_params.{form}"
+_SRC = Path(__file__).resolve().parents[1]  # src/mnistlab
+
+
+def known_forms() -> list[str]:
+    """The attack forms the code provides: a schema in ``core/attack_params/<form>.py``
+    and a package ``attacks/<form>/`` (found on disk, nothing imported)."""
+    return sorted(
+        p.stem
+        for p in (_SRC / "core" / "attack_params").glob("*.py")
+        if p.stem != "__init__" and (_SRC / "attacks" / p.stem / "__init__.py").is_file()
+    )
+
+
+class Sections(dict):
+    """``attacks``: each form's validated section, by name (``p.attacks.pgd`` or
+    ``p.attacks["pgd"]``), in the order of ``params.yaml``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"attacks.{name}: not in params.yaml") from None
+
 
 # params.yaml is a few KB; a file over 1 MiB is a mistake (or an attack on the parser).
 MAX_PARAMS_BYTES = 1 << 20
@@ -35,13 +68,46 @@ class Params(_Section):
     threads: Literal["auto"] | Annotated[int, Field(gt=0, le=1024)]
     data: DataParams
     train: TrainParams
-    # Per-model overrides of any `train` key, e.g. models.cnn_bn.lr: 0.005.
-    models: dict[ModelName, dict[str, Any]]
+    # The study's models, by name: each an architecture with its keyword arguments and
+    # its overrides of any `train` key (e.g. models.cnn_bn.lr: 0.005).
+    models: Annotated[dict[str, ModelSpec], Field(min_length=1)]  # type: ignore[valid-type]
     evaluate: EvaluateParams
     visualize: VisualizeParams
     attribution: AttributionParams
-    attacks: AttackParams
+    # The attack forms the study runs, by name, each with its own section.
+    attacks: Annotated[dict[str, Any], Field(min_length=1)]
     transfer: TransferParams
+
+    @field_validator("models", "attacks", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
+            if not (isinstance(name, str) and re.match(NAME_PATTERN, name)):
+                raise ValueError(
+                    f"{name}: not a valid name (a letter, then letters, digits or _; "
+                    "it becomes part of stage and file names)"
+                )
+        return value
+
+    @field_validator("attacks", mode="after")
+    @classmethod
+    def _forms(cls, value: dict[str, Any]) -> Sections:
+        """Each form's section validated by its own schema (``FORM_PARAMS``)."""
+        known = known_forms()
+        out = Sections()
+        for form, raw in value.items():
+            if form not in known:
+                raise ValueError(
+                    f"{form}: unknown attack form (the code provides: {', '.join(known)})"
+                )
+            schema = importlib.import_module(FORM_PARAMS.format(form=form)).Params
+            if not isinstance(raw, dict):
+                raise ValueError(f"{form}: expected a mapping of its params")
+            try:
+                out[form] = schema(**raw)
+            except ValidationError as err:
+                raise ValueError(_format(err, prefix=form)) from None
+        return out
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -52,21 +118,42 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _overrides_are_valid(self) -> Params:
-        # dvc.yaml's train@<model> stages depend on the param `models.<model>`: DVC
-        # cannot run one whose entry is missing, so every model needs one ({} = none).
-        missing = [name for name in MODEL_NAMES if name not in self.models]
-        if missing:
-            raise ValueError(
-                f"models: missing an entry for {', '.join(missing)} "
-                "(every model needs one; {} for no overrides)"
-            )
         for name in self.models:
-            self.train_for(name)  # raises ValidationError on a bad override
+            self.train_for(name)  # raises ValueError on a bad override
         return self
+
+    def model(self, name: str) -> Any:
+        """The entry ``models.<name>``.
+
+        Raises:
+            ParamsError: ``name`` is not a model of ``params.yaml``.
+        """
+        if name not in self.models:
+            raise ParamsError(
+                f"--model {name}: not a model of params.yaml (models: {', '.join(self.models)})"
+            )
+        return self.models[name]
+
+    def form(self, name: str) -> BaseModel:
+        """The section ``attacks.<name>``.
+
+        Raises:
+            ParamsError: ``name`` is not an attack form of ``params.yaml``.
+        """
+        if name not in self.attacks:
+            raise ParamsError(
+                f"--form {name}: not an attack form of params.yaml "
+                f"(attacks: {', '.join(self.attacks)})"
+            )
+        return self.attacks[name]
+
+    def label(self, name: str) -> str:
+        """How the report and README name model ``name``: its ``label``, else the name."""
+        return self.model(name).label or name
 
     def train_for(self, model: str) -> TrainParams:
         """The `train` section with the overrides under ``models.<model>`` applied."""
-        merged = {**self.train.model_dump(), **(self.models.get(model) or {})}
+        merged = {**self.train.model_dump(), **train_overrides(self.model(model))}
         try:
             return TrainParams(**merged)
         except ValidationError as err:
@@ -198,6 +285,8 @@ def flatten(section: BaseModel | dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
         if isinstance(value, dict):
             out.update(flatten(value, full))
         else:

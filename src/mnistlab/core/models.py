@@ -1,112 +1,69 @@
-"""The two CNNs of the study, and the registry that names them.
+"""Models of the study: built from their ``params.yaml`` entry, saved and loaded as checkpoints.
 
-Both take raw pixels in [0, 1] and normalise inside ``forward``, so attacks clamp
-to [0, 1], figures show real pixels, and a served model takes raw pixels.
+Architectures live in :mod:`mnistlab.core.archs` (one module each). Every model takes raw
+pixels in [0, 1] and normalises inside ``forward``, so attacks clamp to [0, 1], figures
+show real pixels, and a served model takes raw pixels.
+
+A checkpoint is self-describing: the model's name, its architecture, the architecture's
+keyword arguments and the digest of the architecture's source. A reading stage builds the
+model from the checkpoint alone (it declares the checkpoint, not the architecture), and
+refuses weights trained with other architecture code.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from mnistlab.core import archs
 from mnistlab.core.errors import CheckpointError
-from mnistlab.core.params_types import IMAGE_SIZE, NUM_CLASSES
-
-# MNIST training-set pixel statistics (of x / 255).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 
-class MnistCNN(nn.Module):
-    """conv3x3(32)-[BN]-ReLU-pool2 -> conv3x3(32)-[BN]-ReLU-pool2 -> FC500-ReLU -> FC10.
-
-    Each block applies its ReLU after the pool: max-pooling commutes with the
-    monotone ReLU, bit for bit in the output and in every gradient, and the ReLU
-    (forward and backward) then touches a quarter of the elements. On the CPU those
-    memory-bound passes over ``(B, 32, 28, 28)`` were a quarter of an attack step.
-
-    Args:
-        batch_norm: insert BatchNorm2d after each conv, before its ReLU.
-        channels: output channels of both conv layers.
-        hidden: width of the first fully connected layer.
-    """
-
-    def __init__(self, batch_norm: bool = False, channels: int = 32, hidden: int = 500) -> None:
-        super().__init__()
-
-        def block(c_in: int) -> nn.Sequential:
-            layers: dict[str, nn.Module] = {"conv": nn.Conv2d(c_in, channels, 3, padding=1)}
-            if batch_norm:
-                layers["bn"] = nn.BatchNorm2d(channels)
-            layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
-            layers["relu"] = nn.ReLU()  # after the pool: the same function, 4x cheaper
-            return nn.Sequential(OrderedDict(layers))
-
-        self.conv1 = block(1)  # (B, 1, 28, 28) -> (B, C, 14, 14)
-        self.conv2 = block(channels)  # (B, C, 14, 14) -> (B, C, 7, 7)
-        side = IMAGE_SIZE // 2 // 2  # two 2x2 pools; padding=1 keeps conv sizes
-        self.fc1 = nn.Linear(channels * side * side, hidden)  # (B, C*7*7) -> (B, hidden)
-        self.fc2 = nn.Linear(hidden, NUM_CLASSES)  # (B, hidden) -> (B, 10)
-        self.register_buffer("mean", torch.tensor(MNIST_MEAN), persistent=False)
-        self.register_buffer("std", torch.tensor(MNIST_STD), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, 10)`` for pixels ``x`` in [0, 1], shaped ``(B, 1, 28, 28)``."""
-        x = self.conv1((x - self.mean) / self.std)  # (B, C, 14, 14)
-        x = self.conv2(x)
-        x = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc2(x)
-
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Post-ReLU feature maps of both conv layers (before pooling), for visualisation."""
-        x = (x - self.mean) / self.std
-        out = {}
-        for name in ("conv1", "conv2"):
-            block = getattr(self, name)
-            h = block.conv(x)
-            if hasattr(block, "bn"):
-                h = block.bn(h)
-            out[name] = block.relu(h)  # (B, C, H, W): what the block's pool sees, rectified
-            x = block.relu(block.pool(h))
-        return out
+def build_model(arch: str, arch_args: dict[str, Any]) -> nn.Module:
+    """A fresh ``arch`` with ``arch_args`` (``models.<name>.arch``/``.arch_args``)."""
+    return archs.build(arch, arch_args)
 
 
-REGISTRY: dict[str, Callable[[], nn.Module]] = {
-    "cnn": lambda: MnistCNN(batch_norm=False),
-    "cnn_bn": lambda: MnistCNN(batch_norm=True),
-    # The plain architecture again; what differs is its training (models.cnn_adv in
-    # params.yaml: adversarial, L-inf eps 0.3).
-    "cnn_adv": lambda: MnistCNN(batch_norm=False),
-}
+def model_from_params(params: Any, name: str) -> nn.Module:
+    """A fresh model ``name`` of ``params`` (:class:`~mnistlab.core.config.Params`)."""
+    spec = params.model(name)
+    return build_model(spec.arch, spec.arch_args)
 
 
-def build_model(name: str) -> MnistCNN:
-    """Instantiate a registered model by name."""
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}") from None
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, name: str, params: dict[str, Any]) -> None:
-    """Save ``{"model": name, "state_dict": ..., "params": ...}`` atomically."""
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    name: str,
+    params: dict[str, Any],
+    *,
+    arch: str,
+    arch_args: dict[str, Any],
+) -> None:
+    """Save ``{"model", "arch", "arch_args", "arch_digest", "state_dict", "params"}``
+    atomically."""
     from mnistlab.core.files import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    ckpt = {
+        "model": name,
+        "arch": arch,
+        "arch_args": dict(arch_args),
+        "arch_digest": archs.digest(arch),
+        "state_dict": state,
+        "params": params,
+    }
     # Save through a file object: given a path, torch names the archive inside the zip
     # after the (random) temp file name, and identical models would differ in bytes.
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"model": name, "state_dict": state, "params": params}, f)
+        torch.save(ckpt, f)
 
 
 def load_checkpoint(
     path: str | Path, *, expected: str | None = None, device: torch.device | str = "cpu"
-) -> tuple[MnistCNN, dict]:
+) -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`, in eval mode.
 
     Args:
@@ -115,8 +72,8 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: the file is missing, unreadable, not one of ours, of another
-            model than ``expected``, or its weights do not fit the architecture it
-            names; always one line.
+            model than ``expected``, trained with other code of its architecture, or its
+            weights do not fit the architecture it names; always one line.
     """
     path = Path(path)
     if not path.is_file():
@@ -129,10 +86,10 @@ def load_checkpoint(
         ) from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict)):
         raise CheckpointError(f"{path}: corrupt or incompatible checkpoint (not an mnistlab one)")
-    name = ckpt.get("model")
-    if not isinstance(name, str) or name not in REGISTRY:
+    name, arch, arch_args = ckpt.get("model"), ckpt.get("arch"), ckpt.get("arch_args")
+    if not isinstance(name, str) or not isinstance(arch, str) or not isinstance(arch_args, dict):
         raise CheckpointError(
-            f"{path}: corrupt or incompatible checkpoint (unknown model {name!r})"
+            f"{path}: corrupt or incompatible checkpoint (no model name and architecture)"
         )
     if expected is not None and name != expected:
         raise CheckpointError(
@@ -140,7 +97,21 @@ def load_checkpoint(
             f"copied over it?); restore it with `dvc checkout {path}` or `dvc repro "
             f"train@{expected}`"
         )
-    model = build_model(name)
+    if arch not in archs.known():
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint (unknown architecture {arch!r})"
+        )
+    if ckpt.get("arch_digest") != archs.digest(arch):
+        raise CheckpointError(
+            f"{path}: trained with other code of architecture {arch!r} "
+            f"(src/mnistlab/core/archs/{arch}.py changed since); rerun `dvc repro train@{name}`"
+        )
+    try:
+        model = build_model(arch, arch_args)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: corrupt or incompatible checkpoint ({_reason(err)})"
+        ) from None
     mismatch = state_dict_mismatch(model, ckpt["state_dict"])
     if mismatch:
         raise CheckpointError(
@@ -184,3 +155,38 @@ def _reason(err: BaseException) -> str:
     """The first line of an error, for a one-line message."""
     text = str(err).strip().splitlines()
     return text[0].strip() if text else type(err).__name__
+
+
+def check_models(models: dict[str, Any]) -> None:
+    """Build every model entry of ``params.yaml`` and run one blank image through it.
+
+    Raises:
+        ParamsError: ``models.<name>.<key>: ...`` for a missing or unknown keyword of its
+            architecture, a keyword value the architecture refuses, or a model whose
+            output for a ``(1, 1, 28, 28)`` image is not 10 logits.
+    """
+    from mnistlab.core.errors import ParamsError
+    from mnistlab.core.params_types import IMAGE_SIZE, NUM_CLASSES
+
+    for name, spec in models.items():
+        where = f"params.yaml: models.{name}"
+        try:
+            model = build_model(spec.arch, spec.arch_args)
+        except ValueError as err:  # "<keyword>: reason" from the registry or the model
+            raise ParamsError(f"{where}.arch_args.{_reason(err)}") from None
+        except TypeError as err:  # a keyword of the wrong type deep in torch
+            raise ParamsError(f"{where}.arch_args: {_reason(err)}") from None
+        try:
+            with torch.no_grad():
+                out = model.eval()(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        except Exception as err:  # noqa: BLE001 - any failure: the entry is not a classifier
+            raise ParamsError(
+                f"{where}: architecture {spec.arch!r} fails on a (1, 1, 28, 28) image "
+                f"({_reason(err)})"
+            ) from None
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != (1, NUM_CLASSES):
+            raise ParamsError(
+                f"{where}: architecture {spec.arch!r} returns {shape or type(out).__name__} "
+                f"for a (1, 1, 28, 28) image, not (1, {NUM_CLASSES}) logits"
+            )

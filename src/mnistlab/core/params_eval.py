@@ -1,5 +1,5 @@
 """The params sections of the stages that study a trained model (``evaluate``,
-``visualize``, ``attribution``)."""
+``visualize``, ``attribution``) and of ``transfer``."""
 
 from __future__ import annotations
 
@@ -70,3 +70,8 @@ class AttributionParams(_Section):
                 f"deletion_fills: must include {TRUSTED_FILL!r} (names the trusted method)"
             )
         return self
+
+
+class TransferParams(_Section):
+    pgd_eps: Pixel  # PGD examples crafted at this eps on one model, scored on the other
+    n_images: PosInt

@@ -1,10 +1,11 @@
-"""The params sections of the download and train stages (``data``, ``train``)."""
+"""The params sections of the download and train stages (``data``, ``train``) and a
+model's entry (``models.<name>``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from mnistlab.core.params_types import (
     NonNegFloat,
@@ -57,3 +58,37 @@ class TrainParams(_Section):
     channels_last: bool
     augment_shift: Annotated[int, Field(ge=0, le=8)]  # random translation, in pixels
     adversarial: AdversarialParams | None  # null: natural training
+
+
+class _ModelEntry(_Section):
+    """What a model is: its architecture, with every keyword argument, and a label."""
+
+    label: str | None = None  # its name in the report and README tables (None: the name)
+    arch: str  # a module of mnistlab.core.archs
+    arch_args: dict[str, Any]  # the architecture's keyword arguments, every one spelled
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        # A file listing, not an import: params load without torch. The keywords and the
+        # output shape are checked by building the model (the validate_params stage).
+        from mnistlab.core import archs
+
+        if arch not in archs.known():
+            raise ValueError(
+                f"unknown architecture {arch!r} (known are {', '.join(archs.known())})"
+            )
+        return arch
+
+
+# A model entry: the above, and any `train` key as an override (null: train's value).
+# Every key of TrainParams is a field here, so a typo is an unknown key and `dvc exp run
+# -S models.<name>.<key>=...` finds each key that params.yaml lists.
+ModelSpec = create_model(
+    "ModelSpec", __base__=_ModelEntry, **{key: (Any, None) for key in TrainParams.model_fields}
+)
+
+
+def train_overrides(spec: BaseModel) -> dict[str, Any]:
+    """The `train` keys a model entry sets (not null)."""
+    return {k: getattr(spec, k) for k in TrainParams.model_fields if getattr(spec, k) is not None}

@@ -6,14 +6,13 @@ types below, so no number can be infinite or absurdly large.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ModelName = Literal["cnn", "cnn_bn", "cnn_adv"]
-MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
-AttackForm = Literal["class_model", "targeted", "noise", "fgsm", "pgd", "strong"]
-ATTACK_FORMS: tuple[str, ...] = get_args(AttackForm)
+# A model or attack-form name: it becomes part of stage names (`attack@<form>-<model>`)
+# and file names, so letters, digits and underscores only.
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 Source = Literal["mirrors", "pypi", "local"]
 
 IMAGE_SIZE = 28  # MNIST images are 28x28; occlusion patches must fit inside.

@@ -46,6 +46,7 @@ class ModelStage:
 def model_inputs(args: Any, params: Params) -> ModelStage:
     """Resolve the device, load ``args.checkpoint`` (it must hold ``args.model``) and the
     test split of ``args.data``."""
+    params.model(args.model)  # a model of params.yaml, or one line and exit 2
     device = resolve_device(params.device)
     model, _ = load_checkpoint(args.checkpoint, expected=args.model, device=device)
     images, labels = load_mnist(args.data, "test")  # MD5-verified before any compute

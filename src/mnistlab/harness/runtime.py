@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistlab.core.errors import MnistlabError, TrackingError
+from mnistlab.core.errors import MnistlabError, ParamsError, TrackingError
 from mnistlab.harness.supervision import _state, _terminate, stage_lock, stage_watchdog
 
 if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need none
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # torch is imported lazily: validate_params and download need
 log = logging.getLogger("mnistlab")
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # invalid params.yaml or command line: nothing ran
 EXIT_INTERRUPTED = 130
 
 MAX_REASON = 300  # characters of a foreign error kept in a one-line message
@@ -207,7 +208,7 @@ def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
         except MnistlabError as err:
             message = failure_message(name, err) if isinstance(err, TrackingError) else None
             log.error("%s", message or one_line(str(err), limit=2000))
-            sys.exit(EXIT_ERROR)
+            sys.exit(EXIT_USAGE if isinstance(err, ParamsError) else EXIT_ERROR)
         except KeyboardInterrupt:
             log.error("%s", interrupted_message(name))
             sys.exit(EXIT_INTERRUPTED)

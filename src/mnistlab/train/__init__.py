@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -264,6 +265,7 @@ def compute(
     labels: torch.Tensor,
     *,
     name: str,
+    build: Callable[[], nn.Module],
     cfg: TrainParams,
     seed: int,
     device: torch.device | str = "cpu",
@@ -272,14 +274,15 @@ def compute(
 
     Args:
         images: uint8 ``(N, 28, 28)`` training images; ``labels``: ``(N,)``.
+        build: makes the untrained model (after the split, so the seeded initial
+            weights do not depend on how the split draws).
     """
-    from mnistlab.core.models import build_model
     from mnistlab.train import figures
 
     train_x, train_y, val_x, val_y = split_train_val(
         images, labels, cfg.val_size, seed, cfg.train_limit
     )
-    model = build_model(name)
+    model = build()
     log.info(
         "training %s on %d images (%d held out), %d epochs, on %s",
         name,

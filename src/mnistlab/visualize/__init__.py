@@ -1,8 +1,13 @@
-"""The ``visualize@<model>`` stage: what a trained CNN learned (the study's part 2).
+"""The ``visualize@<model>`` stage: what a trained model learned (the study's part 2).
 
 Conv filters and the feature maps of one seeded test image (:mod:`.features`), and
 occlusion sensitivity of seeded test images (:mod:`.occlusion`); figures in
-:mod:`.figures`.
+:mod:`.figures`. Any classifier of ``(B, 1, 28, 28)`` pixels works: its conv layers are
+found by walking it. What does not apply to a model is skipped and said so in the
+metrics, ``metrics["not_applicable"] = {output: reason}`` (absent when everything
+applies); for a model without a conv layer ``{"filters": "no Conv2d layer",
+"activations": "no Conv2d layer"}``, and then no filter or feature-map figure and no
+``conv1`` array. Occlusion only runs the model, so it applies to every one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import torch
 from torch import nn
 
+from mnistlab.core.layers import NO_CONV
 from mnistlab.core.outputs import StageOutputs
 from mnistlab.core.params_eval import VisualizeParams
 from mnistlab.core.tensors import random_indices, to_pixels
@@ -32,7 +38,9 @@ def compute(
     """Filters, activations and occlusion maps of ``model`` on seeded test images.
 
     One image for the activations, then ``n_images`` for occlusion, all seeded and the
-    same for every model so their figures compare side by side.
+    same for every model so their figures compare side by side. Filters and activations
+    cover every conv layer (``conv1``, ``conv2``, ... in forward order); without one they
+    are reported not applicable.
     """
     from mnistlab.visualize import features, figures, occlusion
 
@@ -72,6 +80,7 @@ def compute(
             strict=True,
         )
     ]
+    skipped = {} if filters else {"filters": NO_CONV, "activations": NO_CONV}
     metrics = {
         "activation_image": int(idx[0]),
         "occlusion": {
@@ -84,6 +93,8 @@ def compute(
             "images": per_image,
         },
     }
+    if skipped:
+        metrics["not_applicable"] = skipped  # output -> why it was not computed
     log.info(
         "%s: occlusion mean min prob %.3f, %d of %d images flipped",
         name,
@@ -91,13 +102,10 @@ def compute(
         metrics["occlusion"]["flipped"],
         len(per_image),
     )
-    figs = {
-        "conv1_filters": figures.conv1_filters(filters, model=name),
-        "conv2_filters_channel0": figures.conv2_filters_channel0(filters, model=name),
-        "conv2_filters_all": figures.conv2_filters_all(filters, model=name),
-        "activations": figures.activations(act_image.cpu(), acts, model=name),
-        "occlusion": figures.occlusion(occ_x.cpu(), occ_y.cpu(), occ, model=name),
-    }
+    figs = figures.filter_figures(filters, model=name)  # conv1_filters, conv2_filters_all, ...
+    if acts:
+        figs["activations"] = figures.activations(act_image.cpu(), acts, model=name)
+    figs["occlusion"] = figures.occlusion(occ_x.cpu(), occ_y.cpu(), occ, model=name)
     arrays = {
         "images": occ_x.cpu().numpy(),
         "labels": occ_y.cpu().numpy(),
@@ -109,6 +117,7 @@ def compute(
         "patch": occ_cfg.patch,
         "stride": occ_cfg.stride,
         "fill": occ_cfg.fill,
-        "conv1": filters["conv1"].numpy(),
     }
+    if "conv1" in filters:  # the first conv's weights, for the compare stage
+        arrays["conv1"] = filters["conv1"].numpy()
     return StageOutputs(metrics=metrics, figures=figs, arrays=arrays)

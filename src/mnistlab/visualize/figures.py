@@ -1,18 +1,24 @@
-"""Inside the CNNs: conv filters (report figs. 7-8), feature maps, occlusion (fig. 11).
+"""Inside the models: conv filters (report figs. 7-8), feature maps, occlusion (fig. 11).
 
 Weights use one diverging scale centred on zero per figure (red positive, blue
 negative); feature maps one sequential scale per layer; occlusion maps grey
 probabilities on a fixed [0, 1] scale, so every panel reads the same way.
+
+Filter figures exist per conv layer (:func:`filter_figures`): a layer reading the
+1-channel input gets ``<layer>_filters``, a deeper one ``<layer>_filters_channel0`` and
+``<layer>_filters_all``; for ``MnistCNN`` that is ``conv1_filters``,
+``conv2_filters_channel0`` and ``conv2_filters_all``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
 
 from mnistlab.core.figures import new_figure
@@ -25,9 +31,8 @@ SIGNED_CMAP = "RdBu_r"
 SEPARATOR = "#3a3a3a"  # between tiles of a mosaic
 
 
-def _weights(filters: dict[str, torch.Tensor] | torch.Tensor, layer: str) -> torch.Tensor:
-    """Accept the dict from :func:`mnistlab.inspect.conv_filters` or one weight tensor."""
-    w = filters[layer] if isinstance(filters, dict) else filters
+def _weights(w: torch.Tensor) -> torch.Tensor:
+    """A layer's weights ``(C_out, C_in, kh, kw)`` as float32 on the CPU, for drawing."""
     return w.detach().float().cpu()
 
 
@@ -40,6 +45,18 @@ def _title(model: str, text: str) -> str:
     return f"{model}: {text}" if model else text
 
 
+def _grid(fig: Figure | SubFigure, rows: int, cols: int, n: int, **kwargs) -> list[Axes]:
+    """The first ``n`` axes of a ``rows x cols`` grid, without ticks; the other cells are
+    removed. A colorbar must be given only these: a removed axes belongs to no figure, and
+    matplotlib refuses to place a bar beside it (64 and 128 channels once crashed here)."""
+    axes = fig.subplots(rows, cols, squeeze=False, **kwargs)
+    for i, ax in enumerate(axes.flat):
+        ax.set(xticks=[], yticks=[])
+        if i >= n:
+            ax.remove()
+    return list(axes.flat[:n])
+
+
 def _kernel_grid(kernels: torch.Tensor, title: str, cols: int = 8) -> Figure:
     """Small 2-D kernels ``(K, h, w)`` one per axes, one shared zero-centred scale."""
     k = len(kernels)
@@ -48,31 +65,35 @@ def _kernel_grid(kernels: torch.Tensor, title: str, cols: int = 8) -> Figure:
     m = _symmetric_limit(kernels)
     fig = new_figure(1.05 * cols + 1.2, 1.15 * rows + 0.6)
     fig.suptitle(title)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    kept = _grid(fig, rows, cols, k)
     im = None
-    for i, ax in enumerate(axes.flat):
-        ax.set(xticks=[], yticks=[])
-        if i >= k:
-            ax.remove()
-            continue
+    for i, ax in enumerate(kept):
         im = ax.imshow(kernels[i].numpy(), cmap=WEIGHT_CMAP, vmin=-m, vmax=m)
         ax.set_title(f"#{i}", fontsize=8, pad=2)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    fig.colorbar(im, ax=kept, shrink=0.8, label="weight")
     return fig
 
 
-def conv1_filters(filters: dict[str, torch.Tensor] | torch.Tensor, model: str = "") -> Figure:
-    """All 32 first-layer 3x3 kernels (report fig. 7), one colour scale centred on zero."""
-    w = _weights(filters, "conv1")  # (32, 1, 3, 3)
-    return _kernel_grid(w[:, 0], _title(model, "conv1 filters (3x3, one per output channel)"))
+def filters(w: torch.Tensor, *, layer: str, model: str = "") -> Figure:
+    """Every kernel of a layer reading one input channel (report fig. 7 for ``conv1``),
+    one per output channel, one colour scale centred on zero.
+
+    Args:
+        w: the layer's weights ``(C_out, 1, kh, kw)`` (input channel 0 is drawn).
+        layer: its name, e.g. ``"conv1"``.
+        model: the model's name, for the title.
+    """
+    w = _weights(w)  # (C_out, C_in, kh, kw)
+    kh, kw = w.shape[-2:]
+    return _kernel_grid(
+        w[:, 0], _title(model, f"{layer} filters ({kh}x{kw}, one per output channel)")
+    )
 
 
-def conv2_filters_channel0(
-    filters: dict[str, torch.Tensor] | torch.Tensor, model: str = ""
-) -> Figure:
-    """The 32 second-layer kernels applied to input channel 0 (report fig. 8)."""
-    w = _weights(filters, "conv2")  # (32, 32, 3, 3)
-    return _kernel_grid(w[:, 0], _title(model, "conv2 filters on input channel 0"))
+def filters_channel0(w: torch.Tensor, *, layer: str, model: str = "") -> Figure:
+    """A layer's kernels applied to input channel 0 (report fig. 8 for ``conv2``)."""
+    w = _weights(w)  # (C_out, C_in, kh, kw)
+    return _kernel_grid(w[:, 0], _title(model, f"{layer} filters on input channel 0"))
 
 
 def _mosaic(tiles: np.ndarray, gap: int = 1) -> np.ndarray:
@@ -85,18 +106,24 @@ def _mosaic(tiles: np.ndarray, gap: int = 1) -> np.ndarray:
     return out
 
 
-def conv2_filters_all(filters: dict[str, torch.Tensor] | torch.Tensor, model: str = "") -> Figure:
-    """Every conv2 kernel as one mosaic: rows = output channel, columns = input channel."""
+def _tick_step(n: int) -> int:
+    """Label every channel up to 16, else about 8 labels (every 4th of 32)."""
+    return 1 if n <= 16 else max(4, math.ceil(n / 8))
+
+
+def filters_all(w: torch.Tensor, *, layer: str, model: str = "") -> Figure:
+    """Every kernel of a layer as one mosaic: rows = output channel, columns = input
+    channel (``conv2_filters_all`` for ``MnistCNN``)."""
     import matplotlib as mpl
 
-    w = _weights(filters, "conv2")  # (32, 32, 3, 3)
+    w = _weights(w)  # (C_out, C_in, kh, kw)
     c_out, c_in, kh, kw = w.shape
     m = _symmetric_limit(w)
     cmap = mpl.colormaps[WEIGHT_CMAP].with_extremes(bad=SEPARATOR)
     fig = new_figure(9, 8.2)
     ax = fig.add_subplot()
     im = ax.imshow(_mosaic(w.numpy()), cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
-    step = 4 if max(c_out, c_in) > 16 else 1
+    step = _tick_step(max(c_out, c_in))
     ax.set_xticks(
         [j * (kw + 1) + (kw - 1) / 2 for j in range(0, c_in, step)],
         [str(j) for j in range(0, c_in, step)],
@@ -109,25 +136,47 @@ def conv2_filters_all(filters: dict[str, torch.Tensor] | torch.Tensor, model: st
     ax.set(
         xlabel="input channel",
         ylabel="output channel",
-        title=_title(model, f"all conv2 filters ({c_out}x{c_in} kernels of {kh}x{kw})"),
+        title=_title(model, f"all {layer} filters ({c_out}x{c_in} kernels of {kh}x{kw})"),
     )
     fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
     return fig
 
 
+def filter_figures(weights: Mapping[str, torch.Tensor], model: str = "") -> dict[str, Figure]:
+    """Figure name -> figure, for every conv layer of :func:`conv_filters`'s dict.
+
+    A layer with one input channel: ``<layer>_filters``. More: ``<layer>_filters_channel0``
+    and ``<layer>_filters_all`` (channel 0 alone would be one kernel in many). Empty for
+    a model without a conv layer.
+    """
+    figs = {}
+    for layer, w in weights.items():
+        if w.shape[1] == 1:
+            figs[f"{layer}_filters"] = filters(w, layer=layer, model=model)
+        else:
+            figs[f"{layer}_filters_channel0"] = filters_channel0(w, layer=layer, model=model)
+            figs[f"{layer}_filters_all"] = filters_all(w, layer=layer, model=model)
+    return figs
+
+
 def activations(
-    image: torch.Tensor, acts: dict[str, torch.Tensor], model: str = "", caption: str = ""
+    image: torch.Tensor, acts: Mapping[str, torch.Tensor], model: str = "", caption: str = ""
 ) -> Figure:
-    """The input beside conv1's and conv2's post-ReLU feature maps (one scale per layer).
+    """The input beside every conv layer's rectified feature maps (one scale per layer).
 
     Args:
         image: the input, 784 pixels in [0, 1] (any shape, e.g. ``(1, 1, 28, 28)``).
-        acts: ``{"conv1": (C, 28, 28), "conv2": (C, 14, 14)}`` from
-            :func:`mnistlab.inspect.activations`.
+        acts: ``{"conv1": (C, 28, 28), "conv2": (C, 14, 14), ...}`` from
+            :func:`mnistlab.visualize.features.activations`; at least one layer.
         model: name for the title.
         caption: text under the input, e.g. ``"true 7, pred 7"``.
+
+    Returns:
+        Figure with ``1 + sum(C) + len(acts)`` axes (input, maps, a colorbar per layer).
     """
-    layers = [name for name in ("conv1", "conv2") if name in acts]
+    if not acts:
+        raise ValueError("no feature maps to draw (a model without a conv layer)")
+    layers = list(acts)
     cols = 8
     rows = max(math.ceil(len(acts[name]) / cols) for name in layers)
     fig = new_figure(2.3 + 6.6 * len(layers), 0.72 * rows + 1.1)
@@ -141,17 +190,13 @@ def activations(
     for sub, name in zip(subs[1:], layers, strict=True):
         maps = acts[name].detach().float().cpu()  # (C, H, W)
         vmax = max(float(maps.max()), 1e-12)
-        axes = sub.subplots(rows, cols, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+        kept = _grid(sub, rows, cols, len(maps), gridspec_kw={"wspace": 0.05, "hspace": 0.05})
         im = None
-        for i, a in enumerate(axes.flat):
-            a.set(xticks=[], yticks=[])
-            if i >= len(maps):
-                a.remove()
-                continue
+        for i, a in enumerate(kept):
             im = a.imshow(maps[i].numpy(), cmap=ACT_CMAP, vmin=0, vmax=vmax)
         h, w = maps.shape[1:]
         sub.suptitle(f"{name}: {len(maps)} maps of {h}x{w}", fontsize=10)
-        sub.colorbar(im, ax=axes, shrink=0.85, label="activation", pad=0.02)
+        sub.colorbar(im, ax=kept, shrink=0.85, label="activation", pad=0.02)
     return fig
 
 

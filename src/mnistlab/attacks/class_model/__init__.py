@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -157,6 +158,14 @@ def compute(inp: AttackInputs) -> StageOutputs:
         "seeds": seed.numpy(),  # (C, 1, 28, 28)
         "seed_knn_class": seed_j.knn_class.numpy(),
         "seed_nearest_l2": seed_j.nearest_l2.numpy(),
+        # Two transfer sets (the contract: mnistlab.transfer), scored on every model by the
+        # transfer stage: image k of each is made for class k, a success is reading k.
+        "transfer.class_model.images": res.images.cpu().numpy(),  # (C, 1, 28, 28)
+        "transfer.class_model.targets": np.arange(len(res.images), dtype=np.int64),  # (C,)
+        "transfer.class_model.mode": np.array("targeted"),
+        "transfer.class_model_seeded.images": seeded.images.cpu().numpy(),  # (C, 1, 28, 28)
+        "transfer.class_model_seeded.targets": np.arange(len(seeded.images), dtype=np.int64),
+        "transfer.class_model_seeded.mode": np.array("targeted"),
     }
     return StageOutputs(
         metrics=metrics,

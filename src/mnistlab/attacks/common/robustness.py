@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -10,8 +12,16 @@ from mnistlab.attacks.common import figures
 from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.attacks.common.pgd import Attack, robustness_curve
 from mnistlab.core.outputs import StageOutputs
-from mnistlab.core.params_attacks import FGSMParams, PGDParams
 from mnistlab.core.tensors import random_indices, to_pixels
+
+
+class CurveParams(Protocol):
+    """What a robust-accuracy curve reads of its form's section (``attacks.fgsm``,
+    ``attacks.pgd``, or a new form's): each form's own schema validates it."""
+
+    n_images: int
+    batch_size: int
+    eps: list[float]
 
 
 def seeded_test_subset(
@@ -24,7 +34,7 @@ def seeded_test_subset(
 
 
 def curve_outputs(
-    inp: AttackInputs, cfg: FGSMParams | PGDParams, *, name: str, attack: Attack
+    inp: AttackInputs, cfg: CurveParams, *, name: str, attack: Attack
 ) -> StageOutputs:
     """Robust accuracy of the model under ``attack`` at every eps, as stage outputs.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -202,6 +203,11 @@ def compute(inp: AttackInputs) -> StageOutputs:
         "targets": dst.numpy(),
         "noise": res.noise.cpu().numpy(),
         "images": res.images.cpu().numpy(),
+        # A transfer set (the contract: mnistlab.transfer), scored on every model by the
+        # transfer stage: every pair learned (reported or not) whose source is not its target.
+        "transfer.noise.images": res.images.cpu()[real].numpy(),  # (K, 1, 28, 28)
+        "transfer.noise.targets": dst[real].numpy().astype(np.int64),  # (K,)
+        "transfer.noise.mode": np.array("targeted"),
     }
     return StageOutputs(metrics=metrics, rows=rows, figures=figs, arrays=arrays)
 

@@ -24,8 +24,8 @@ from mnistlab.attacks.common.pgd import pgd
 from mnistlab.attacks.common.robustness import seeded_test_subset
 from mnistlab.attacks.strong.apgd import minimal_eps, strong_attack, strong_attack_fn
 from mnistlab.attacks.strong.square import square
+from mnistlab.core.attack_params.strong import StrongParams
 from mnistlab.core.outputs import StageOutputs
-from mnistlab.core.params_attacks import StrongParams
 from mnistlab.core.tensors import batches, predict
 
 log = logging.getLogger(__name__)

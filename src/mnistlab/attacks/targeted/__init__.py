@@ -124,5 +124,10 @@ def compute(inp: AttackInputs) -> StageOutputs:
         "original_labels": labels.numpy(),
         "targets": np.asarray(cfg.targets),
         "images": res.images.cpu().numpy(),
+        # A transfer set (the contract: mnistlab.transfer), scored on every model by the
+        # transfer stage: the pairs whose original is not already the target, t-major.
+        "transfer.targeted.images": res.images.cpu()[pairs].numpy(),  # (K, 1, 28, 28)
+        "transfer.targeted.targets": target[pairs].numpy().astype(np.int64),  # (K,)
+        "transfer.targeted.mode": np.array("targeted"),
     }
     return StageOutputs(metrics=metrics, rows=rows, figures=figs, arrays=arrays)

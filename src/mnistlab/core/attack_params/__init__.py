@@ -1,0 +1,1 @@
+"""One module per attack form, holding ``Params``: the schema of ``attacks.<form>``."""
