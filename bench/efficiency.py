@@ -138,7 +138,7 @@ def _transfer_work(test, n_images: int) -> Callable[[], object]:
     from stages.transfer import load_sets
 
     models = {m: _model(m) for m in MODELS}
-    arrays = load_sets(Path("artifacts/attack"), list(params.attacks), list(MODELS))
+    arrays = load_sets(Path("artifacts/transfer"), list(params.attacks), list(MODELS))
 
     def work() -> None:
         gen = set_seeds(params.seed)

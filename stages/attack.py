@@ -3,7 +3,8 @@
 Each form is a package `mnistlab.attacks.<form>` whose `compute` returns the stage's
 outputs: `class_model` (class images grown from noise), `targeted` (test images pushed
 to target classes), `noise` (learned additive noise and how it transfers), `fgsm` and
-`pgd` (robust accuracy vs eps), `strong` (PGD-40 + APGD ensemble, minimal eps). Only the
+`pgd` (robust accuracy vs eps), `strong` (PGD-40 + APGD ensemble, minimal eps), and any
+other package there (a form is a package and a params schema, nothing else). Only the
 form's own package is imported, so editing one form reruns that form's stages alone.
 Reads: seed, device, attacks.<form>; the test split, and the training split for the
 forms that ask for it (class_model: its seeds and judges).
@@ -17,8 +18,9 @@ import logging
 from mnistlab.attacks.common.inputs import AttackInputs
 from mnistlab.core.cli import parse_args
 from mnistlab.core.config import load_params
+from mnistlab.core.files import write_npz
 from mnistlab.core.mnist import load_mnist
-from mnistlab.core.outputs import write_outputs
+from mnistlab.core.outputs import TRANSFER_PREFIX, StageOutputs, write_outputs
 from mnistlab.core.stage import MODEL_OPTIONS, model_inputs
 from mnistlab.core.tensors import set_seeds
 from mnistlab.harness.runner import torch_run
@@ -28,6 +30,15 @@ from mnistlab.harness.runtime import apply_threads, stage_main
 FORM_PACKAGE = "mnistlab.attacks.{form}"
 
 log = logging.getLogger("mnistlab.attack")
+
+
+def for_transfer(out: StageOutputs) -> dict:
+    """What the transfer stage gets of this form: all its arrays when it writes transfer
+    sets (``transfer.*``; class_model's class-image judges read its other arrays too),
+    else nothing."""
+    if any(k.startswith(TRANSFER_PREFIX) for k in out.arrays):
+        return out.arrays
+    return {}
 
 
 @stage_main
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         rows="CSV for dvc plots",
         figures="figure directory",
         arrays=".npz of the images the attack made",
+        transfer=".npz of the form's transfer sets (empty for a form without)",
     )
     params = load_params()
     params.form(args.form)  # a form of params.yaml, or one line and exit 2
@@ -61,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
             "%s: %s", stage, {k: v for k, v in out.metrics.items() if isinstance(v, (int, float))}
         )
         write_outputs(out, metrics=a.metrics, rows=a.rows, figures=a.figures, arrays=a.arrays)
+        # A file of its own, written by every form (empty when it has no transfer set): the
+        # transfer stage reads only these, so a knob of a form whose images do not transfer
+        # (fgsm) leaves them byte for byte and reruns no transfer.
+        write_npz(a.transfer, for_transfer(out))
         run.log_outputs(out, figures=a.figures)
 
 

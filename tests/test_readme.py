@@ -120,6 +120,10 @@ def _sweep_lines() -> list[str]:
 
 @pytest.mark.parametrize("command", _sweep_lines())
 def test_readme_sweep_lands_its_first_variant(workspace: Path, command: str) -> None:
+    # the experiments above ran in the workspace (`dvc exp run` leaves its last one there);
+    # a sweep runs a commit, so commit what is there
+    if run(["git", "status", "--porcelain"], cwd=workspace).stdout.strip():
+        commit_all(workspace, "after the experiments")
     words = shlex.split(command)
     env = {"RAY_ADDRESS": "", "MLFLOW_TRACKING_URI": ""}
     out = run(

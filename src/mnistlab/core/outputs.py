@@ -17,6 +17,10 @@ from mnistlab.core.files import atomic_dir, write_csv, write_json, write_npz
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+# The arrays an attack form hands the transfer stage start with this (the contract is in
+# mnistlab.transfer); the attack stage writes them to a file of their own.
+TRANSFER_PREFIX = "transfer."
+
 
 @dataclasses.dataclass
 class StageOutputs:

@@ -39,15 +39,17 @@ from mnistlab.attacks.common.pgd import pgd
 from mnistlab.attacks.common.robustness import seeded_test_subset
 from mnistlab.core.config import Params
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.outputs import StageOutputs
+from mnistlab.core.outputs import TRANSFER_PREFIX, StageOutputs
 from mnistlab.core.tensors import model_device, predict
 
 # The arrays-file key of one field of one set: SET_KEY.format(set="targeted", field="mode").
-SET_KEY = "transfer.{set}.{field}"
+SET_KEY = TRANSFER_PREFIX + "{set}.{field}"
 FIELDS = ("images", "targets", "mode")
 MODES = ("targeted", "untargeted")
 PGD = "pgd"  # the matrix this stage crafts itself: no form may name a set so
-_KEY = re.compile(r"^transfer\.(?P<set>[A-Za-z][A-Za-z0-9_]*)\.(?P<field>[a-z]+)$")
+_KEY = re.compile(
+    rf"^{re.escape(TRANSFER_PREFIX)}(?P<set>[A-Za-z][A-Za-z0-9_]*)\.(?P<field>[a-z]+)$"
+)
 
 
 class TransferSetError(MnistlabError):
@@ -65,7 +67,7 @@ class TransferSet(NamedTuple):
 def writes_sets(keys: Sequence[str]) -> bool:
     """Whether an arrays file with these member names holds any transfer set: lets the
     stage skip a form's arrays (fgsm's, strong's) without reading them."""
-    return any(k.startswith("transfer.") for k in keys)
+    return any(k.startswith(TRANSFER_PREFIX) for k in keys)
 
 
 def transfer_sets(
