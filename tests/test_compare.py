@@ -154,7 +154,7 @@ def test_attribution_rows_are_model_by_image_and_columns_the_methods(stage_out) 
 
 
 def test_every_form_gets_a_table_of_each_models_numbers(stage_out) -> None:
-    """Top-level numbers only: no nested section, list, bool or null."""
+    """Every number, nested sections as dotted keys; no list, bool or null."""
     forms = stage_out.metrics["forms"]
     assert list(forms) == ["strong", "blur"]
     assert forms["blur"] == {
@@ -162,7 +162,11 @@ def test_every_form_gets_a_table_of_each_models_numbers(stage_out) -> None:
         "plain": {"success_rate": 0.1},
         "bn": {"success_rate": 0.2},
     }
-    assert forms["strong"]["bn"] == {"n_images": 100, "clean_accuracy": pytest.approx(0.92)}
+    assert forms["strong"]["bn"] == {
+        "n_images": 100,
+        "clean_accuracy": pytest.approx(0.92),
+        "robust_accuracy.0.3": 0.5,
+    }
     assert list(forms["strong"]) == list(MODELS)
 
 
@@ -170,9 +174,10 @@ def test_every_form_gets_a_table_figure(stage_out) -> None:
     fig = stage_out.figures["form_blur"]
     table = fig.axes[0].tables[0]
     cells = {(r, c): cell.get_text().get_text() for (r, c), cell in table.get_celld().items()}
-    assert cells[0, 0] == "success_rate"  # the header row
-    assert [cells[r, -1] for r in range(1, 4)] == list(MODELS)  # row labels, in order
-    assert [cells[r, 0] for r in range(1, 4)] == ["0", "0.1", "0.2"]
+    # a row per metric that differs between the models, a column per model, in order
+    assert [cells[0, c] for c in range(3)] == list(MODELS)  # the header row
+    assert cells[1, -1] == "success_rate"  # the row label
+    assert [cells[1, c] for c in range(3)] == ["0", "0.1", "0.2"]
     assert set(stage_out.figures) == {
         "min_eps_cdf",
         "class_images",

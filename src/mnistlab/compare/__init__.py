@@ -28,15 +28,18 @@ STRONG, CLASS_MODEL, VISUALIZE, ATTRIBUTION = "strong", "class_model", "visualiz
 FORM_FIGURE = "form_{form}"  # the per-form table figure, plots/compare/form_<form>.png
 
 
-def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The top-level numeric scalars of one metrics JSON, in its order: what any attack
-    form's metrics can be compared by without knowing the form (bools, lists, nested
-    sections and nulls are left out)."""
-    return {
-        k: v
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    }
+def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every finite number of one metrics JSON, nested sections flattened to dotted keys
+    (``robust_accuracy.strong.0.3``), in its order: what any attack form's metrics can be
+    compared by without knowing the form (bools, lists, strings and nulls are left out)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(scalars(v, f"{key}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[key] = v
+    return out
 
 
 def form_tables(

@@ -178,23 +178,30 @@ def attribution(
     return fig
 
 
+MAX_FORM_ROWS = 40  # a form's figure lists at most this many metrics (the JSON holds all)
+
+
 def form_table(form: str, table: Mapping[str, Mapping[str, float]]) -> Figure:
-    """One attack form's numeric metrics as a table image (rows: models; columns: the
-    metrics, in the first model's order): scales differ (counts beside rates), so a table
-    reads where bars would not."""
+    """One attack form's numeric metrics as a table image, a row per metric and a column
+    per model: scales differ (counts beside rates), so a table reads where bars would not.
+    With two or more models only the metrics that differ between them are shown (the
+    settings every model shares, such as ``n_images``, say nothing about the models)."""
     models = list(table)
-    columns = list(dict.fromkeys(k for row in table.values() for k in row))
-    fig = new_figure(max(4.0, 1.6 * (len(columns) + 1)), 0.45 * (len(models) + 1) + 0.8)
+    keys = list(dict.fromkeys(k for row in table.values() for k in row))
+    if len(models) > 1:
+        keys = [k for k in keys if len({table[m].get(k) for m in models}) > 1]
+    keys = keys[:MAX_FORM_ROWS]
+    fig = new_figure(max(5.0, 2.2 + 1.3 * len(models)), 0.28 * (len(keys) + 1) + 0.9)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.set_title(f"attack form {form}: each model's metrics")
-    if not columns:
-        ax.text(0.5, 0.5, "no numeric metrics", ha="center", va="center")
+    ax.set_title(f"attack form {form}: the metrics that differ between the models")
+    if not keys:
+        ax.text(0.5, 0.5, "no numeric metric differs", ha="center", va="center")
         return fig
-    cells = [[_cell(table[m].get(c)) for c in columns] for m in models]
-    drawn = ax.table(cellText=cells, rowLabels=models, colLabels=columns, loc="center")
+    cells = [[_cell(table[m].get(k)) for m in models] for k in keys]
+    drawn = ax.table(cellText=cells, rowLabels=keys, colLabels=models, loc="center")
     drawn.auto_set_font_size(False)
-    drawn.set_fontsize(8)
+    drawn.set_fontsize(7)
     return fig
 
 
