@@ -116,6 +116,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve-store")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
+    tests = str(Path(__file__).resolve().parent)  # helpers.study: the model of params.yaml
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", LOG_MODEL, str(root)],
         cwd=root,
