@@ -3,7 +3,7 @@ model (visualize, attribution, architecture), which must find layers by walking 
 
 Local on purpose: these tests check the introspection, not the registry
 (``mnistlab.core.archs``), so they build their own models in several styles: attribute
-blocks (:class:`StudyCNN`, a copy of the study's CNN), a ``Sequential`` of ``Sequential``
+blocks (:func:`StudyCNN`, the study's own CNN), a ``Sequential`` of ``Sequential``
 blocks (:class:`BlockCNN`), one flat ``Sequential`` (:class:`FlatCNN`), no conv at all
 (:class:`MLP`), and the classifier registered before the features (:class:`Backwards`).
 All normalise inside ``forward`` like the study's models.
@@ -11,11 +11,12 @@ All normalise inside ``forward`` like the study's models.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from mnistlab.core.archs import cnn
 
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics
 
@@ -36,32 +37,13 @@ class _Normalised(nn.Module):
         raise NotImplementedError
 
 
-class StudyCNN(_Normalised):
-    """The study's CNN (``core/archs/cnn.py``), layer for layer: blocks ``conv1``,
-    ``conv2`` of conv3x3-[bn]-pool2-relu, then ``fc1``, ``fc2``."""
-
-    def __init__(self, batch_norm: bool = False, channels: int = 32, hidden: int = 500) -> None:
-        super().__init__()
-
-        def block(c_in: int) -> nn.Sequential:
-            layers: dict[str, nn.Module] = {"conv": nn.Conv2d(c_in, channels, 3, padding=1)}
-            if batch_norm:
-                layers["bn"] = nn.BatchNorm2d(channels)
-            layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
-            layers["relu"] = nn.ReLU()
-            return nn.Sequential(OrderedDict(layers))
-
-        self.conv1 = block(1)  # (B, 1, 28, 28) -> (B, C, 14, 14)
-        self.conv2 = block(channels)  # -> (B, C, 7, 7)
-        self.fc1 = nn.Linear(channels * 7 * 7, hidden)
-        self.fc2 = nn.Linear(hidden, 10)
-
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv2(self.conv1(x))
-        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+def StudyCNN(batch_norm: bool = False, channels: int = 32, hidden: int = 500) -> nn.Module:  # noqa: N802
+    """The study's own CNN (``core/archs/cnn.py``): blocks ``conv1``, ``conv2`` of
+    conv3x3-[bn]-pool2-relu, then ``fc1``, ``fc2``; built here with defaults for brevity."""
+    return cnn.Model(batch_norm=batch_norm, channels=channels, hidden=hidden)
 
 
-def study_features(model: StudyCNN, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def study_features(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The removed ``MnistCNN.features``, verbatim: what the activations figure showed
     before layers were found by walking the model (the reference for bit equality)."""
     x = (x - model.mean) / model.std
