@@ -57,9 +57,11 @@ test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
 # MLflow 3's UI opens experiments on a GenAI overview: open the URL this prints instead.
+# Without MLflow's job runner (GenAI jobs, which mnistlab has none of: ~6 fewer processes).
 ui: setup
 	@$(BIN)/python -m ops.ui --base http://$(HOST):$(PORT) --uri $(MLFLOW_URI)
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_URI) --host $(HOST) --port $(PORT)
 
 # Serve mnist-$(MODEL) over HTTP (after `make repro`): MLflow's scoring server behind
 # our guard (serving/): bodies over MAX_REQUEST_BYTES get 413 unread, anything but

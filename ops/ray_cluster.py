@@ -14,8 +14,10 @@ Each node's Ray processes are its ``ray start`` process's descendants: stopping 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -30,6 +32,7 @@ from pathlib import Path
 import psutil
 
 START_TIMEOUT_S = 120
+REGISTER_S = 60  # a worker node's time to register before it is started again
 START_ATTEMPTS = 3  # per worker node
 
 
@@ -118,29 +121,72 @@ def _start(name: str, args: list[str], root: Path, env: dict[str, str] | None) -
     return Node(name, proc, workdir, log)
 
 
-def _wait_nodes(address: str, n: int, nodes: list[Node], auth: dict[str, str]) -> None:
-    """Until ``n`` nodes are alive in the cluster (``ray.nodes`` from a throwaway driver)."""
-    code = (
-        "import ray, sys\n"
-        f"ray.init(address='{address}', log_to_driver=False)\n"
-        "print(sum(1 for n in ray.nodes() if n['Alive']))\n"
-    )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for node in nodes:
-            if node.proc.poll() is not None:
-                raise RuntimeError(f"ray node {node.name} exited: {node.log.read_text()[-2000:]}")
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
+# One throwaway driver watches the cluster for the whole start: it connects once (retrying
+# while the head's GCS comes up) and prints the tags of the live nodes whenever they change
+# (on lines of their own: Ray's driver prints news of dead raylets to stdout too).
+# Each node carries its tag as a custom resource (no task asks for it).
+_PROBE = """
+import json, sys, time
+import ray
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        ray.init(address=sys.argv[1], log_to_driver=False)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
+seen = None
+while time.monotonic() < deadline:
+    tags = sorted(r.removeprefix("mnistlab_node_") for n in ray.nodes() if n["Alive"]
+                  for r in n["Resources"] if r.startswith("mnistlab_node_"))
+    if tags != seen:
+        print("NODES " + json.dumps(tags), flush=True)
+        seen = tags
+    time.sleep(0.2)
+"""
+
+
+def _tag(name: str) -> str:
+    return "--resources=" + json.dumps({f"mnistlab_node_{name}": 1})
+
+
+class _Probe:
+    """The watching driver: :meth:`wait` returns once every wanted node is alive."""
+
+    def __init__(self, address: str, auth: dict[str, str], seconds: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _PROBE, address, str(seconds)],
             env=_env(auth),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
-            timeout=120,
         )
-        if proc.returncode == 0 and proc.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(1)
-    raise RuntimeError(f"the Ray cluster did not reach {n} nodes in {START_TIMEOUT_S} s")
+        self.alive: set[str] = set()
+
+    def wait(self, want: dict[str, Node], seconds: float) -> set[str]:
+        """Until every node of ``want`` (tag: node) is alive or has exited, or ``seconds``
+        pass; returns the tags alive then."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            pending = [t for t, n in want.items() if t not in self.alive and n.proc.poll() is None]
+            if not pending:
+                break
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError("the Ray probe driver exited before the cluster was up")
+                if line.startswith("NODES "):  # Ray prints its own news here too
+                    self.alive = set(json.loads(line.removeprefix("NODES ")))
+        return set(want) & self.alive
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -150,7 +196,9 @@ def local_cluster(
     """A head (no CPUs: it schedules, runs no task) and ``workers`` worker nodes; ``env``
     is the environment of every node (and so of the tasks), default ours.
 
-    Ray's session folder lives under a short temp path (its unix sockets must fit in 107
+    The worker nodes start together once the head is up; one that has not registered in
+    ``REGISTER_S`` is killed and started again (up to ``START_ATTEMPTS`` times). Ray's
+    session folder lives under a short temp path (its unix sockets must fit in 107
     bytes); everything is killed and removed on exit, even when the body raises.
     """
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -161,30 +209,39 @@ def local_cluster(
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1"]
     head_only = [f"--port={port}", f"--temp-dir={root / 'ray'}", "--include-dashboard=false"]
-    head = _start("head", ["--head", *head_only, "--num-cpus=0", *common], root, env)
+    head = _start("head", ["--head", *head_only, "--num-cpus=0", _tag("head"), *common], root, env)
     cluster = Cluster(address, root, head, auth)
+    probe = _Probe(address, auth, START_TIMEOUT_S * (START_ATTEMPTS + 1))
+    started: dict[str, Node] = {}  # the latest node started in each worker slot
     try:
-        _wait_nodes(address, 1, [head], auth)
+        if probe.wait({"head": head}, START_TIMEOUT_S) != {"head"}:
+            raise RuntimeError(f"the Ray head did not come up: {head.log.read_text()[-2000:]}")
         args = [f"--address={address}", f"--num-cpus={cpus_per_worker}", *common]
-        for i in range(workers):  # one at a time: a loaded machine starts them slowly
-            for attempt in range(1, START_ATTEMPTS + 1):
-                node = _start(
-                    f"worker{i + 1}" + (f"-{attempt}" if attempt > 1 else ""), args, root, env
-                )
-                try:
-                    _wait_nodes(address, 2 + i, [head, node], auth)
-                except RuntimeError:
-                    # Ray gives a raylet 30 s to register, whatever the load; try again
-                    cluster.kill(node)
-                    if attempt == START_ATTEMPTS:
-                        raise
-                    continue
-                cluster.workers.append(node)
-                break
+        slots = [f"worker{i + 1}" for i in range(workers)]
+        # All together first; a node that did not register (Ray gives a raylet 30 s,
+        # whatever the load) is killed and started again, alone this time.
+        tries = dict.fromkeys(slots, 0)
+        while missing := [s for s in slots if s not in probe.alive]:
+            if any(tries[s] == START_ATTEMPTS for s in missing):
+                logs = " | ".join(started[s].log.read_text()[-500:] for s in missing)
+                raise RuntimeError(f"Ray worker nodes {missing} did not register: {logs}")
+            for slot in missing if not started else missing[:1]:
+                if slot in started:
+                    cluster.kill(started[slot])
+                tries[slot] += 1
+                name = slot + (f"-{tries[slot]}" if tries[slot] > 1 else "")
+                started[slot] = _start(name, [*args, _tag(slot)], root, env)
+            if head.proc.poll() is not None:
+                raise RuntimeError(f"the Ray head exited: {head.log.read_text()[-2000:]}")
+            probe.wait(started, REGISTER_S)
+        cluster.workers.extend(started[s] for s in slots)
+        probe.close()  # it polls; the sweep needs the CPU
         yield cluster
     finally:
-        procs = _procs(cluster.alive())  # before the tops go: orphans leave their tree
-        for node in [*cluster.workers, head]:
+        probe.close()
+        nodes = [*started.values(), head]  # cluster.workers, or fewer if the start failed
+        procs = _procs([p for n in nodes for p in n.pids()])  # before the tops go: orphans
+        for node in nodes:
             with contextlib.suppress(Exception):
                 node.proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node
         _, left = psutil.wait_procs(procs, timeout=30)
@@ -192,7 +249,7 @@ def local_cluster(
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         psutil.wait_procs(left, timeout=30)
-        for node in [*cluster.workers, head]:
+        for node in nodes:
             with contextlib.suppress(Exception):
                 node.proc.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from conftest import run, write_params
 from helpers.pipeline import TinyBuild, ran, rerun_scope, stale
 from helpers.report import missing_numbers
-from helpers.runs import free_port, stage_runs, wait_http
-from helpers.serving import make_serve_command
+from helpers.runs import stage_runs
 from helpers.study import FORMS, MODELS, NATURAL
 from mnistlab.report import load_metrics
+
+if TYPE_CHECKING:  # imported at run time as the plugin below, never before (pytest's rewrite)
+    from helpers.browser import Chromium, MlflowUI
+
+# the session fixtures `chromium` and `mlflow_ui`, shared with test_tracking_pipeline
+pytest_plugins = ["helpers.browser"]
 
 pytestmark = pytest.mark.slow
 
@@ -116,44 +122,14 @@ def test_model_override_reruns_only_that_model(pipeline_copy: Path) -> None:
     assert rerun_scope(repo) == {"validate_params", *model_stages("cnn_bn"), *SHARED}
 
 
-@pytest.fixture
-def server(tracked_copy: Path):
-    """A real `mlflow server` on loopback over the scratch repo's store."""
-    import subprocess
-    import sys
-
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    proc = subprocess.Popen(
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tracked_copy}/mlflow.db",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tracked_copy,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def test_mlflow_server_over_http(tiny_build: TinyBuild, server: str) -> None:
+@pytest.mark.xdist_group("browser")  # the worker that holds the session's `mlflow ui`
+def test_mlflow_rest_api_over_http(tiny_build: TinyBuild, mlflow_ui: MlflowUI) -> None:
+    """MLflow's REST API over the build's store, served by `mlflow ui` (what `make ui`
+    runs): the experiment, every stage run with its params and metrics, the registry."""
     import json as _json
     import urllib.request
+
+    server = mlflow_ui.url
 
     req = urllib.request.Request(
         f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnistlab"
@@ -182,85 +158,10 @@ def test_mlflow_server_over_http(tiny_build: TinyBuild, server: str) -> None:
     assert {"mnist-cnn", "mnist-cnn_bn"} <= {m["name"] for m in models}
 
 
-def test_make_serve_classifies_posted_images(tracked_copy: Path) -> None:
-    import json as _json
-    import subprocess
-    import urllib.error
-    import urllib.request
-
-    from mnistlab.core import mnist as data
-
-    port = free_port()
-    # -o stamps: never rebuild the venv (helpers.serving); alias `workspace` aside, the
-    # latest version is the one this repro registered.
-    built = tracked_copy
-    cmd = make_serve_command(
-        built, MODEL="cnn_bn", MODEL_URI="models:/mnist-cnn_bn/latest", SERVE_PORT=str(port)
-    )
-    proc = subprocess.Popen(
-        cmd,
-        cwd=built,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/ping", proc, timeout=180)
-        images, labels = data.load_mnist(built / "data/MNIST/raw", "test")
-        x = (images[:20].unsqueeze(1).float() / 255).tolist()
-        req = urllib.request.Request(
-            f"{url}/invocations",
-            data=_json.dumps({"inputs": x}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        preds = _json.load(urllib.request.urlopen(req))["predictions"]
-        digits = [max(range(10), key=row.__getitem__) for row in preds]
-        assert len(digits) == 20
-        # the served classes are the logged model's own on the same raw pixels: the server
-        # neither rescales nor reorders (a preprocessing slip would pass "mostly right")
-        import mlflow
-        import numpy as np
-
-        mlflow.set_tracking_uri(f"sqlite:///{built}/mlflow.db")
-        pyfunc = mlflow.pyfunc.load_model("models:/mnist-cnn_bn/latest")
-        direct = np.asarray(pyfunc.predict(np.asarray(x, dtype=np.float32))).argmax(1)
-        assert digits == direct.tolist()
-        assert sum(d == y for d, y in zip(digits, labels[:20].tolist(), strict=True)) >= 10
-
-        bad = urllib.request.Request(
-            f"{url}/invocations",
-            data=b'{"inputs": "not an image"}',
-            headers={"Content-Type": "application/json"},
-        )
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(bad)
-        assert 400 <= info.value.code < 500
-        assert "message" in _json.loads(info.value.read())
-        assert proc.poll() is None  # still serving after the bad request
-    finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+@pytest.mark.xdist_group("browser")  # the worker that holds the session's Chromium
+def test_report_renders_in_headless_chromium(
+    built: Path, chromium: Chromium, tmp_path: Path
+) -> None:
     page_path = built / "report" / "index.html"
     html = page_path.read_text()
     for needle in ("Part 1", "Part 2", "Part 3"):
@@ -268,9 +169,7 @@ def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> Non
     # this build's numbers, as the report formats them, each in its own model's row
     assert missing_numbers(html, load_metrics(built / "metrics")) == []
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+    with chromium.page(viewport={"width": 1200, "height": 900}) as page:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
@@ -280,7 +179,6 @@ def test_report_renders_in_headless_chromium(built: Path, tmp_path: Path) -> Non
             "[...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0])"
         )
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
     assert errors == []
     assert len(images) >= 30
     assert [alt for alt, ok in images if not ok] == []

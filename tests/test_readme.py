@@ -23,7 +23,8 @@ from helpers.pipeline import TinyBuild
 from helpers.scratch import commit_all, run
 from helpers.study import MODELS
 
-pytestmark = pytest.mark.slow
+# one workspace for README's commands: one worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent

@@ -251,11 +251,10 @@ SEEDS = {
 
 
 @pytest.fixture
-def built(tmp_path: Path, mnist_raw: Path) -> Path:
-    """A scratch repo (tiny profile) with `evaluate@cnn` built and everything committed, and
-    a grid of two seeds: a fresh clone after `dvc repro`, nothing else set up."""
-    repo = make_scratch_repo(tmp_path, mnist_raw)
-    run(["dvc", "repro", "evaluate@cnn"], cwd=repo)
+def built(pipeline_copy: Path) -> Path:
+    """A copy of the tiny build with everything committed, and a grid of two seeds: a
+    fresh clone after `make repro`, nothing else set up."""
+    repo = pipeline_copy
     (repo / "sweeps").mkdir(exist_ok=True)
     (repo / "sweeps" / "seeds.yaml").write_text(yaml.safe_dump(SEEDS, sort_keys=False))
     commit_all(repo, "built")

@@ -1,9 +1,9 @@
 """The team workflow for real: MLflow on PostgreSQL + S3 (moto), a DVC remote on S3.
 
-Clone A (a copy of the session's tiny build, helpers.pipeline) retrains the three models
-against the stack's ``mlflow server``, brings the rest up to date and pushes every output
-to the S3 remote; clone B (a git clone of A's history) pulls them, sees A's runs and models
-through the server, queues four experiments that lose no run, and shares one with ``dvc
+Clone A (a fresh clone on the tiny params profile) builds ``evaluate@cnn`` and what it
+needs against the stack's ``mlflow server`` and pushes every output to the S3 remote;
+clone B (a git clone of A's history) pulls them, sees A's runs and models through the
+server, queues four experiments that lose no run, and shares one with ``dvc
 exp push``. Then the failure modes: the server gone mid-pipeline, PostgreSQL down at the
 start, the S3 remote unreachable on ``dvc push``; and the stack leaving nothing behind
 (``make server`` included). Every server listens on 127.0.0.1; nothing else is reached.
@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,8 @@ import psutil
 import pytest
 import yaml
 
-from conftest import write_params
-from helpers.pipeline import TinyBuild
-from helpers.study import MODELS
+from conftest import make_scratch_repo, write_params
+from helpers.queue import wait_for_queue
 from helpers.team import (
     DVC,
     REPO,
@@ -53,12 +53,152 @@ from helpers.team import (
 )
 from ops import team_stack as ts
 
-pytestmark = pytest.mark.slow
+# one team stack and one pair of clones for the module: one worker runs them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("team")]
 
 QUEUE_TARGET = "evaluate@cnn"  # validate_params -> train@cnn -> evaluate@cnn
 QUEUED = (("q-seed1", 1), ("q-seed2", 2), ("q-seed3", 3), ("q-seed4", 4))
 QUEUE_SHRINK = ("train.train_limit=1000", "evaluate.test_limit=500")
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+# The stack alone first; the team's clones follow (they need no tiny build: see BUILT).
+# ----------------------------------------------------------------------------- the services
+
+
+def test_run_params_metrics_artifact_and_model_version(stack: ts.TeamStack, tmp_path: Path) -> None:
+    """A run through the server lands in PostgreSQL, its artifact in the S3 bucket."""
+    c = client(stack.tracking_uri)
+    exp_id = c.create_experiment(f"team-{uuid.uuid4().hex[:8]}")
+    run_ = c.create_run(exp_id, run_name="train@cnn")
+    run_id = run_.info.run_id
+    assert run_.info.artifact_uri.startswith("mlflow-artifacts:/"), run_.info.artifact_uri
+    c.log_param(run_id, "train.lr", "0.01")
+    c.log_metric(run_id, "val.accuracy", 0.97, step=1)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("artifact through the proxy\n")
+    c.log_artifact(run_id, str(notes), artifact_path="docs")
+    c.set_terminated(run_id)
+
+    s3 = ts.s3_client(stack.s3_endpoint)
+    key = f"mlartifacts/{exp_id}/{run_id}/artifacts/docs/notes.txt"
+    body = s3.get_object(Bucket=ts.ARTIFACTS_BUCKET, Key=key)["Body"].read()
+    assert body == notes.read_bytes()
+
+    pg = stack.services["postgres"]
+    assert isinstance(pg, ts.Postgres)
+    status = subprocess.run(
+        [str(ts.pg_bindir() / "psql"), pg.dsn, "-tAc"]
+        + [f"select status from runs where run_uuid = '{run_id}'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ts.child_env(),
+        check=True,
+    ).stdout.strip()
+    assert status == "FINISHED"
+
+    name = f"mnist-team-{uuid.uuid4().hex[:6]}"
+    c.create_registered_model(name)
+    mv = c.create_model_version(name, source=f"{run_.info.artifact_uri}/docs", run_id=run_id)
+    assert mv.version == "1" and c.get_model_version(name, "1").run_id == run_id
+
+
+def test_second_server_shares_backend_and_a_stopped_one_fails_fast(
+    stack: ts.TeamStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    first = client(stack.tracking_uri)
+    exp_id = first.create_experiment(f"shared-{uuid.uuid4().hex[:8]}")
+    with ts.MlflowServer(stack.backend_uri, stack.artifacts_destination, stack.env) as server:
+        second = client(server.url)
+        assert second.get_experiment(exp_id).name.startswith("shared-")
+        pids = server.pids()
+        server.stop_server_only()
+        assert pids and ts.alive(pids) == [] and not port_open(server.url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        with pytest.raises(MlflowException, match="127.0.0.1") as err:
+            second.get_experiment(exp_id)
+        # fast: refused on the first try, no retry and no timeout waited out
+        assert "Connection refused" in str(err.value)
+    assert first.get_experiment(exp_id).experiment_id == exp_id  # the stack's is unaffected
+
+
+# ----------------------------------------------------------------------------- cleanup
+# The session's stack ends with an exception thrown into it and checks that nothing is left
+# (helpers.team.stack_fixture); so do the single services the failure tests start and stop.
+
+
+@pytest.mark.parametrize("start", [ts.team_stack, ts.Postgres, ts.S3Server])
+def test_refuses_a_non_empty_directory(tmp_path: Path, start: Any) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="absent or an empty directory"):
+        with start(tmp_path):
+            pass
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_make_server_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`make server`: the lines to export work as they are; Ctrl-C leaves nothing behind."""
+    root = tmp_path / "served"
+    venv = Path(sys.executable).parent.parent
+    # -o: take setup (the venv) and postgres (the apt package) as done; never rebuild here
+    cmd = ["make", "--no-print-directory", "-o", "setup", "-o", "postgres", "server"]
+    proc = subprocess.Popen(
+        [*cmd, f"SERVER_DIR={root}", f"VENV={venv}"],
+        cwd=REPO,
+        env=hermetic(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("dvc remote modify"):
+                break
+        text = "".join(lines)
+        exports = dict(
+            ln.removeprefix("export ").split("=", 1)
+            for ln in text.splitlines()
+            if ln.startswith("export ")
+        )
+        assert set(exports) == set(ts.CLIENT_EXPORTS), text
+        uri, endpoint = exports["MLFLOW_TRACKING_URI"], exports["MLFLOW_S3_ENDPOINT_URL"]
+        assert f"dvc remote add -d team s3://{ts.DVC_BUCKET}/dvc\n" in text
+        assert f"dvc remote modify team endpointurl {endpoint}\n" in text
+        pg_port = re.search(r"postgres up on 127\.0\.0\.1:(\d+)", text)
+        assert pg_port, text
+        urls = [uri, endpoint, f"http://127.0.0.1:{pg_port.group(1)}"]
+        assert all(port_open(u) for u in urls)
+        # a client configured by the printed lines alone reaches the server
+        code = "import mlflow; print(mlflow.MlflowClient().search_experiments()[0].name)"
+        env = {"PATH": str(venv / "bin"), "HOME": str(tmp_path), **exports}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.stdout.strip() == "Default", out.stderr[-2000:]
+        pids = ts.descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # the stack stopped cleanly; make itself then re-raises the SIGINT, as after any Ctrl-C
+    assert "team stack stopped" in rest and "Traceback" not in rest, rest[-2000:]
+    assert proc.returncode in (0, -signal.SIGINT), rest[-2000:]
+    fallback = re.findall(r"using (/\S+team-pg-\w+)", text)
+    assert_stack_gone(pids, [root, *map(Path, fallback)], urls)
 
 
 # ----------------------------------------------------------------------------- the team
@@ -82,17 +222,18 @@ def _add_team_remote(repo: Path, stack: ts.TeamStack, prefix: str) -> None:
         run([DVC, *cmd[1:]], cwd=repo)
 
 
-# What A runs against the server: the three trainings, each registering its model.
-RETRAIN = [f"train@{m}" for m in MODELS]
+# What A builds against the server: the part of the study the team tests use, from
+# scratch (validate_params, download, train@cnn registering its model there, evaluate@cnn),
+# so the team's chain starts at once instead of after the session's tiny build.
+BUILT = [QUEUE_TARGET, "--with-deps"]
 
 
 @pytest.fixture(scope="module")
 def team(
-    stack: ts.TeamStack, tmp_path_factory: pytest.TempPathFactory, tiny_build: TinyBuild
+    stack: ts.TeamStack, tmp_path_factory: pytest.TempPathFactory, mnist_raw: Path
 ) -> Iterator[Team]:
-    """A: a copy of the tiny build (every output, no MLflow store of its own), the three
-    trainings rerun against the server (`dvc repro --force --single-item`: the copy is up
-    to date), then `dvc repro` for what reads their metrics, `dvc push`, `git push`.
+    """A: a fresh clone of the project (conftest's TINY profile) with the team remote,
+    ``dvc repro evaluate@cnn`` against the server, `dvc push`, `git push`.
     B: `git clone`, `dvc pull`. Both removed afterwards (they hold caches)."""
     root = tmp_path_factory.mktemp("team-repos")
     prefix = f"dvc-{uuid.uuid4().hex[:8]}"
@@ -100,21 +241,23 @@ def team(
     try:
         origin = root / "origin.git"
         run(["git", "init", "-q", "--bare", str(origin)], cwd=root)
-        a = tiny_build.copy(root / "a" / "repo")  # conftest's TINY profile
+        a = make_scratch_repo(root / "a", mnist_raw)
+        # nothing built yet: the project's dvc.lock (the full-size study's) names outputs
+        # that no cache here holds; A's lock will hold what A builds
+        (a / "dvc.lock").unlink()
         run([DVC, "config", "core.analytics", "false"], cwd=a)
         _add_team_remote(a, stack, prefix)  # committed: every clone gets the team remote
         run(["git", "add", "-A"], cwd=a)
         run([*GIT, "commit", "-qm", "team remote, tiny profile"], cwd=a)
 
         t0 = time.monotonic()
-        out = run([DVC, "repro", "--force", "--single-item", *RETRAIN], cwd=a, env=env).stdout
-        assert sorted(ran(out)) == sorted(RETRAIN), out[-3000:]
-        out += run([DVC, "repro"], cwd=a, env=env, timeout=3600).stdout
+        out = run([DVC, "repro", QUEUE_TARGET], cwd=a, env=env, timeout=3600).stdout
+        assert ran(out) == ["validate_params", "download", "train@cnn", QUEUE_TARGET], out
         print(f"A: dvc repro against the server: {time.monotonic() - t0:.0f} s")
         run(["git", "add", "-A"], cwd=a)
         run([*GIT, "commit", "-qm", "repro"], cwd=a)
         t0 = time.monotonic()
-        run([DVC, "push"], cwd=a, env=env)
+        run([DVC, "push", *BUILT], cwd=a, env=env)
         print(f"A: dvc push: {time.monotonic() - t0:.0f} s")
         run(["git", "remote", "add", "origin", str(origin)], cwd=a)
         run(["git", "push", "-q", "origin", "HEAD:refs/heads/main"], cwd=a)
@@ -122,7 +265,7 @@ def team(
         b = root / "b" / "repo"
         run(["git", "clone", "-q", "-b", "main", str(origin), str(b)], cwd=root)
         t0 = time.monotonic()
-        run([DVC, "pull"], cwd=b, env=env)
+        run([DVC, "pull", *BUILT], cwd=b, env=env)
         print(f"B: dvc pull: {time.monotonic() - t0:.0f} s")
         yield Team(stack, origin, a, b, ran(out), prefix, env)
     finally:
@@ -131,12 +274,13 @@ def team(
 
 def test_b_pulls_what_a_pushed_and_is_up_to_date(team: Team) -> None:
     a, b = team.a, team.b
-    status = run([DVC, "status", "--json"], cwd=b, env=team.env).stdout
+    status = run([DVC, "status", "--json", *BUILT], cwd=b, env=team.env).stdout
     assert json.loads(status or "{}") == {}
-    cloud = run([DVC, "status", "-c", "--json"], cwd=b, env=team.env).stdout
+    cloud = run([DVC, "status", "-c", "--json", *BUILT], cwd=b, env=team.env).stdout
     assert json.loads(cloud or "{}") == {}
     assert digests(b) == digests(a)  # every output, byte for byte (data, models, figures, ...)
-    assert (b / "models" / "cnn_adv.pt").is_file() and (b / "report" / "index.html").is_file()
+    assert (b / "models" / "cnn.pt").is_file()
+    assert any((b / "plots" / "evaluate" / "cnn").rglob("*.png"))  # a folder output too
 
     # The objects really are in the bucket, under the remote's prefix.
     s3 = ts.s3_client(team.stack.s3_endpoint)
@@ -166,14 +310,10 @@ def test_b_sees_a_runs_and_models_through_the_server(team: Team) -> None:
 
     c = client(team.stack.tracking_uri)
     by_id = {r.info.run_id: r for r in stage_runs}
-    versions = {}
-    for model in MODELS:
-        # A registered one version of each model (later tests may add more)
-        (version,) = [
-            v for v in c.search_model_versions(f"name='mnist-{model}'") if v.run_id in by_id
-        ]
-        assert by_id[version.run_id].info.run_name == f"train@{model}"
-        versions[model] = version.version
+    model = QUEUE_TARGET.split("@")[1]
+    # A registered one version of the model it trained (later tests may add more)
+    (version,) = [v for v in c.search_model_versions(f"name='mnist-{model}'") if v.run_id in by_id]
+    assert by_id[version.run_id].info.run_name == f"train@{model}"
 
     # The model went through the server into the S3 bucket, and B loads it from the
     # registry with nothing but the client env: it classifies as A's evaluate stage did.
@@ -185,15 +325,15 @@ def test_b_sees_a_runs_and_models_through_the_server(team: Team) -> None:
         "from mnistlab.core import mnist\n"
         "x, y = mnist.load_mnist('data/MNIST/raw', 'test')\n"
         "x = (x[:1000].unsqueeze(1).float() / 255).numpy()\n"
-        f"m = mlflow.pyfunc.load_model('models:/mnist-cnn/{versions['cnn']}')\n"
+        f"m = mlflow.pyfunc.load_model('models:/mnist-{model}/{version.version}')\n"
         "p = np.asarray(m.predict(x)).argmax(1)\n"
         "print(json.dumps(float((p == y[:1000].numpy()).mean())))\n"
     )
     out = run([sys.executable, "-c", code], cwd=team.b, env=team.env, timeout=600).stdout
     acc = json.loads(out.strip().splitlines()[-1])
-    ev = json.loads((team.b / "metrics" / "evaluate" / "cnn.json").read_text())
+    ev = json.loads((team.b / "metrics" / "evaluate" / f"{model}.json").read_text())
     assert ev["n_test"] == 1000 and acc == pytest.approx(ev["test_accuracy"], abs=1e-9)
-    print(f"server: {len(stage_runs)} stage runs of A's repro; versions {versions}; acc {acc}")
+    print(f"server: {len(stage_runs)} stage runs of A's repro; v{version.version}; acc {acc}")
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -226,12 +366,7 @@ def queued(team: Team) -> Queued:
             stderr=subprocess.DEVNULL,
             timeout=300,
         )
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            status = run([DVC, "queue", "status"], cwd=b, env=team.env).stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(1)
+        status = wait_for_queue(b, [n for n, _ in QUEUED], partial(run, env=team.env))
         seconds = time.monotonic() - t0
     finally:
         # let idle workers go; kill what still runs if we gave up waiting or failed
@@ -283,12 +418,16 @@ def test_an_experiment_is_shared_with_exp_push_and_pull(team: Team, queued: Queu
     run([DVC, "exp", "pull", "origin", name], cwd=team.a, env=team.env)
     shown = run([DVC, "exp", "show", "--json"], cwd=team.a).stdout
     assert name in shown
-    # A gets B's experiment with its data from the S3 remote: apply it, nothing to fetch.
-    # (The experiment reproduced only its target, so only that part of the DAG is clean.)
-    run([DVC, "exp", "apply", name], cwd=team.a)
-    status = run([DVC, "status", QUEUE_TARGET, "--json"], cwd=team.a).stdout
-    assert json.loads(status or "{}") == {}
+    # A gets B's experiment with its data from the S3 remote (`exp pull` fetched it): its
+    # commit from git, its outputs from the cache, nothing to fetch or run. (`dvc exp apply`
+    # would check out every stage's outputs, and A built only `evaluate@cnn` and its deps.)
     ref = run(["git", "rev-parse", f"refs/exps/{_exp_ref(team.b, name)}"], cwd=team.b).stdout
+    pulled = run(["git", "rev-parse", f"refs/exps/{_exp_ref(team.a, name)}"], cwd=team.a).stdout
+    assert pulled == ref
+    run(["git", "checkout", ref.strip(), "--", "."], cwd=team.a)
+    run([DVC, "checkout", *BUILT], cwd=team.a)
+    status = run([DVC, "status", "--json", *BUILT], cwd=team.a).stdout
+    assert json.loads(status or "{}") == {}
     mine = json.loads((team.a / "metrics/evaluate/cnn.json").read_text())
     theirs = json.loads(
         run(["git", "show", f"{ref.strip()}:metrics/evaluate/cnn.json"], cwd=team.b).stdout
@@ -308,7 +447,7 @@ def _exp_ref(repo: Path, name: str) -> str:
 SWEEP = {
     "name": "tsweep",
     "targets": [QUEUE_TARGET],
-    "grid": {"seed": [21, 22, 23, 24]},
+    "grid": {"seed": [21, 22]},
     "set": {k: yaml.safe_load(v) for k, v in (s.split("=") for s in QUEUE_SHRINK)},
 }
 
@@ -326,7 +465,7 @@ def _busy_clone(node: Any) -> str | None:
 
 
 def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path) -> None:
-    """Four variants from clone B on a real Ray cluster (a head and three single-CPU worker
+    """Two variants from clone B on a real Ray cluster (a head and three single-CPU worker
     nodes, separate `ray start` processes with their own folders), against the team's git
     remote, S3 remote and MLflow server. One worker node is SIGKILLed while it trains: its
     variant is retried on another node; nothing is lost and no ref doubled."""
@@ -342,17 +481,20 @@ def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path)
     baseline = run(["git", "rev-parse", "HEAD"], cwd=b).stdout.strip()
     origin = str(team.origin)
     with local_cluster(workers=3, env=hermetic(team.env)) as cluster:
-        victim = cluster.workers[2]
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env = hermetic({**team.env, **cluster.client_env, "PYTHONPATH": path})
         cmd = [sys.executable, "-m", "ops.sweep", str(grid_file), "--git-remote", "origin"]
         t0 = time.monotonic()
         with open(tmp_path / "sweep.out", "w") as out:
             driver = subprocess.Popen(cmd, cwd=b, env=env, stdout=out, stderr=subprocess.STDOUT)
-            killed = None
+            killed, victim = None, cluster.workers[0]
+            # the first node seen training a variant is the one that goes
             while killed is None and driver.poll() is None and time.monotonic() - t0 < 900:
-                killed = _busy_clone(victim)
-                time.sleep(0.5)
+                for victim in cluster.workers:
+                    if killed := _busy_clone(victim):
+                        break
+                else:
+                    time.sleep(0.5)
             assert killed in names, (tmp_path / "sweep.out").read_text()[-3000:]
             cluster.kill(victim)  # the machine is gone, mid-training
             assert victim.pids() == []
@@ -360,7 +502,7 @@ def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path)
         seconds = time.monotonic() - t0
         log = (tmp_path / "sweep.out").read_text()
         assert driver.returncode == 0, log[-4000:]
-    assert "sweep tsweep: 4/4 done, 0 running or queued, 0 failed" in log
+    assert f"sweep tsweep: {len(names)}/{len(names)} done, 0 running or queued, 0 failed" in log
 
     # git: exactly one ref per variant on the team's remote, none doubled (the remote also
     # holds the experiment an earlier test pushed from B's baseline)
@@ -368,8 +510,8 @@ def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path)
     refs = {n: sha for n, sha in on_remote.items() if n.startswith("tsweep-")}
     assert sorted(refs) == names
     listed = run(["git", "ls-remote", origin, "refs/exps/*"], cwd=b).stdout.split()
-    assert len([r for r in listed if r.endswith(tuple(f"/{n}" for n in names))]) == 4
-    # the driver pulled them: `dvc exp show` in B lists all four
+    assert len([r for r in listed if r.endswith(tuple(f"/{n}" for n in names))]) == len(names)
+    # the driver pulled them: `dvc exp show` in B lists them all
     shown = run([DVC, "exp", "show", "--csv"], cwd=b, env=team.env).stdout
     assert all(n in shown for n in names)
 
@@ -401,7 +543,7 @@ def test_sweep_on_a_ray_cluster_survives_a_lost_node(team: Team, tmp_path: Path)
         stages = [r for r in done if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert sorted(r.info.run_name for r in stages) == ["evaluate@cnn", "train@cnn"], name
         assert parent.info.run_id in results[name]["run_ids"]
-    print(f"sweep of 4 on 3 nodes, one killed ({killed}): {seconds:.0f} s")
+    print(f"sweep of {len(names)} on 3 nodes, one killed ({killed}): {seconds:.0f} s")
 
 
 # ----------------------------------------------------------------------------- failure modes
@@ -416,7 +558,7 @@ def _change_model_lr(repo: Path, lr: float) -> None:
 def _restore(repo: Path, env: dict[str, str]) -> None:
     """Back to the committed state: git for params/lock/metrics, DVC for cached outputs."""
     run(["git", "checkout", "--", "."], cwd=repo)
-    run([DVC, "checkout", "--force"], cwd=repo, env=env)
+    run([DVC, "checkout", "--force", *BUILT], cwd=repo, env=env)
 
 
 def _stage_error_lines(stderr: str) -> list[str]:
@@ -491,7 +633,9 @@ def test_server_down_mid_pipeline(team: Team, tmp_path: Path) -> None:
     (line,) = _stage_error_lines(stderr)
     assert f"MLflow tracking store {server.url} is unreachable" in line, stderr[-3000:]
     assert "Traceback" not in stderr
-    assert fail_s < 60, fail_s
+    # fast: the first request was refused and not retried (harness.tracking_store sets no
+    # retries), not a wait for a timeout; a time bound would flake on a loaded machine
+    assert "Connection refused" in line, line
     removed = _check_untouched(repo, before, ["validate_params", "train@cnn"], "evaluate@cnn")
     _restore(repo, team.env)
     assert digests(repo) == before
@@ -515,7 +659,8 @@ def test_postgres_down_at_start(
             pg.url, stack.artifacts_destination, stack.env, log_dir=tmp_path / "ml"
         ) as server:
             client(server.url).search_experiments()  # up and answering
-            pg_pids = pg.pids()
+            server_pids, pg_pids = server.pids(), pg.pids()
+            pg_dirs = [d for d in (pg.tmp_dir, pg.cluster_dir) if d is not None]
             pg.stop_server_only()
             assert ts.alive(pg_pids) == []
             t0 = time.monotonic()
@@ -537,6 +682,8 @@ def test_postgres_down_at_start(
             assert "OperationalError" in server_log and "Connection refused" in server_log
             with pytest.raises(MlflowException, match="503"):
                 client(server.url).search_experiments()
+        # a live server stopped by leaving its block leaves nothing behind
+        assert_stack_gone(server_pids, [], [server.url])
         removed = _check_untouched(repo, before, ["validate_params"], "train@cnn")
 
         # A fresh server on the dead database fails at once, naming the database and why.
@@ -547,9 +694,11 @@ def test_postgres_down_at_start(
         start_s = time.monotonic() - t0
         assert f"cannot reach its backend store {pg.url}" in str(err.value)
         assert "Connection refused" in str(err.value)
-        assert start_s < 90
+        # at once: from the server's log while it was starting (the message above), not
+        # from the start-up deadline running out
         assert fresh.proc is not None and fresh.proc.poll() is not None
         assert ts.alive(fresh.pids()) == [] and fresh.log_dir and not fresh.log_dir.exists()
+    assert_stack_gone(pg_pids, pg_dirs, [pg.dsn])  # nor does a cluster left by its block
     _restore(repo, team.env)
     assert digests(repo) == before
     print(f"postgres down: dvc repro failed after {repro_s:.0f} s (train@cnn at start)")
@@ -571,7 +720,13 @@ def test_dvc_push_to_unreachable_s3_loses_nothing(team: Team, tmp_path: Path) ->
             cache = cache_digests(repo)
             outputs = digests(repo)
             t0 = time.monotonic()
-            proc = run([DVC, "push", "-r", "dead"], cwd=repo, env=team.env, check=False)
+            proc = run(
+                [DVC, "push", "-r", "dead", *BUILT],
+                cwd=repo,
+                env=team.env,
+                check=False,
+                timeout=600,
+            )
             push_s = time.monotonic() - t0
         finally:
             run([DVC, "remote", "remove", "dead"], cwd=repo)
@@ -579,174 +734,8 @@ def test_dvc_push_to_unreachable_s3_loses_nothing(team: Team, tmp_path: Path) ->
     assert proc.stderr.startswith("ERROR:"), proc.stderr[-3000:]
     assert f'Could not connect to the endpoint URL: "{dead.url}/' in proc.stderr
     assert cache_digests(repo) == cache and digests(repo) == outputs
-    assert json.loads(run([DVC, "status", "--json"], cwd=repo).stdout or "{}") == {}
+    assert json.loads(run([DVC, "status", "--json", *BUILT], cwd=repo).stdout or "{}") == {}
     # the team remote still takes a push once S3 answers again
-    run([DVC, "push"], cwd=repo, env=team.env)
+    run([DVC, "push", *BUILT], cwd=repo, env=team.env)
     print(f"dead S3: dvc push failed in {push_s:.1f} s: {proc.stderr.splitlines()[0][:160]}")
     print(f"  cache intact: {len(cache)} objects")
-
-
-# ----------------------------------------------------------------------------- the services
-
-
-def test_run_params_metrics_artifact_and_model_version(stack: ts.TeamStack, tmp_path: Path) -> None:
-    """A run through the server lands in PostgreSQL, its artifact in the S3 bucket."""
-    c = client(stack.tracking_uri)
-    exp_id = c.create_experiment(f"team-{uuid.uuid4().hex[:8]}")
-    run_ = c.create_run(exp_id, run_name="train@cnn")
-    run_id = run_.info.run_id
-    assert run_.info.artifact_uri.startswith("mlflow-artifacts:/"), run_.info.artifact_uri
-    c.log_param(run_id, "train.lr", "0.01")
-    c.log_metric(run_id, "val.accuracy", 0.97, step=1)
-    notes = tmp_path / "notes.txt"
-    notes.write_text("artifact through the proxy\n")
-    c.log_artifact(run_id, str(notes), artifact_path="docs")
-    c.set_terminated(run_id)
-
-    s3 = ts.s3_client(stack.s3_endpoint)
-    key = f"mlartifacts/{exp_id}/{run_id}/artifacts/docs/notes.txt"
-    body = s3.get_object(Bucket=ts.ARTIFACTS_BUCKET, Key=key)["Body"].read()
-    assert body == notes.read_bytes()
-
-    pg = stack.services["postgres"]
-    assert isinstance(pg, ts.Postgres)
-    status = subprocess.run(
-        [str(ts.pg_bindir() / "psql"), pg.dsn, "-tAc"]
-        + [f"select status from runs where run_uuid = '{run_id}'"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=ts.child_env(),
-        check=True,
-    ).stdout.strip()
-    assert status == "FINISHED"
-
-    name = f"mnist-team-{uuid.uuid4().hex[:6]}"
-    c.create_registered_model(name)
-    mv = c.create_model_version(name, source=f"{run_.info.artifact_uri}/docs", run_id=run_id)
-    assert mv.version == "1" and c.get_model_version(name, "1").run_id == run_id
-
-
-def test_second_server_shares_backend_and_a_stopped_one_fails_fast(
-    stack: ts.TeamStack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow.exceptions import MlflowException
-
-    first = client(stack.tracking_uri)
-    exp_id = first.create_experiment(f"shared-{uuid.uuid4().hex[:8]}")
-    with ts.MlflowServer(stack.backend_uri, stack.artifacts_destination, stack.env) as server:
-        second = client(server.url)
-        assert second.get_experiment(exp_id).name.startswith("shared-")
-        pids = server.pids()
-        server.stop_server_only()
-        assert pids and ts.alive(pids) == [] and not port_open(server.url)
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-        t0 = time.monotonic()
-        with pytest.raises(MlflowException, match="127.0.0.1"):
-            second.get_experiment(exp_id)
-        assert time.monotonic() - t0 < 15
-    assert first.get_experiment(exp_id).experiment_id == exp_id  # the stack's is unaffected
-
-
-# ----------------------------------------------------------------------------- cleanup
-
-
-def test_team_stack_cleans_up_when_the_body_raises(tmp_path: Path) -> None:
-    seen: dict[str, Any] = {}
-    with pytest.raises(RuntimeError, match="test body failed"):
-        with ts.team_stack(tmp_path / "stack") as st:
-            pg = st.services["postgres"]
-            assert isinstance(pg, ts.Postgres) and pg.cluster_dir is not None
-            seen["pids"] = [p for group in st.pids().values() for p in group]
-            seen["dirs"] = [st.tmp_dir, pg.cluster_dir]
-            seen["urls"] = [st.tracking_uri, st.s3_endpoint, pg.dsn]
-            assert all(st.pids().values()) and all(d.exists() for d in seen["dirs"])
-            raise RuntimeError("test body failed")
-    assert_stack_gone(seen["pids"], seen["dirs"], seen["urls"])
-
-
-def test_single_services_clean_up_when_the_body_raises(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with ts.Postgres(tmp_path / "pg") as pg:
-            assert pg.cluster_dir is not None
-            pids, dirs, url = pg.pids(), [pg.tmp_dir, pg.cluster_dir], pg.dsn
-            assert pids and all(d.exists() for d in dirs)
-            raise RuntimeError("boom")
-    assert_stack_gone(pids, dirs, [url])
-    with pytest.raises(RuntimeError):
-        with ts.S3Server(tmp_path / "s3") as s3:
-            pids = s3.pids()
-            assert port_open(s3.url)
-            raise RuntimeError("boom")
-    assert_stack_gone(pids, [tmp_path / "s3"], [s3.url])
-
-
-@pytest.mark.parametrize("start", [ts.team_stack, ts.Postgres, ts.S3Server])
-def test_refuses_a_non_empty_directory(tmp_path: Path, start: Any) -> None:
-    (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="absent or an empty directory"):
-        with start(tmp_path):
-            pass
-    assert (tmp_path / "keep.txt").read_text() == "mine"
-
-
-def test_make_server_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """`make server`: the lines to export work as they are; Ctrl-C leaves nothing behind."""
-    root = tmp_path / "served"
-    venv = Path(sys.executable).parent.parent
-    # -o: take setup (the venv) and postgres (the apt package) as done; never rebuild here
-    cmd = ["make", "--no-print-directory", "-o", "setup", "-o", "postgres", "server"]
-    proc = subprocess.Popen(
-        [*cmd, f"SERVER_DIR={root}", f"VENV={venv}"],
-        cwd=REPO,
-        env=hermetic(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("dvc remote modify"):
-                break
-        text = "".join(lines)
-        exports = dict(
-            ln.removeprefix("export ").split("=", 1)
-            for ln in text.splitlines()
-            if ln.startswith("export ")
-        )
-        assert set(exports) == set(ts.CLIENT_EXPORTS), text
-        uri, endpoint = exports["MLFLOW_TRACKING_URI"], exports["MLFLOW_S3_ENDPOINT_URL"]
-        assert f"dvc remote add -d team s3://{ts.DVC_BUCKET}/dvc\n" in text
-        assert f"dvc remote modify team endpointurl {endpoint}\n" in text
-        pg_port = re.search(r"postgres up on 127\.0\.0\.1:(\d+)", text)
-        assert pg_port, text
-        urls = [uri, endpoint, f"http://127.0.0.1:{pg_port.group(1)}"]
-        assert all(port_open(u) for u in urls)
-        # a client configured by the printed lines alone reaches the server
-        code = "import mlflow; print(mlflow.MlflowClient().search_experiments()[0].name)"
-        env = {"PATH": str(venv / "bin"), "HOME": str(tmp_path), **exports}
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert out.stdout.strip() == "Default", out.stderr[-2000:]
-        pids = ts.descendants(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
-        rest = proc.communicate(timeout=120)[0]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    # the stack stopped cleanly; make itself then re-raises the SIGINT, as after any Ctrl-C
-    assert "team stack stopped" in rest and "Traceback" not in rest, rest[-2000:]
-    assert proc.returncode in (0, -signal.SIGINT), rest[-2000:]
-    fallback = re.findall(r"using (/\S+team-pg-\w+)", text)
-    assert_stack_gone(pids, [root, *map(Path, fallback)], urls)

@@ -31,6 +31,13 @@ print(procs.auto_threads(), *procs.queue_workers())
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_thread_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests fix the cores a process sees; the suite's own OMP_NUM_THREADS (its
+    share per pytest-xdist worker, see conftest) must not cap them, here or in a child."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
 def test_threads_param_is_auto_or_a_count() -> None:
     assert params_with().threads == "auto"  # the default, from params.yaml
     assert params_with({"threads": 3}).threads == 3

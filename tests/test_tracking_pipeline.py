@@ -6,18 +6,21 @@ evaluation metrics, registry aliases), and the MLflow UI showing it in headless 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from conftest import run
 from helpers.pipeline import TinyBuild
-from helpers.runs import free_port, parent_runs, stage_runs, wait_http
+from helpers.runs import parent_runs, stage_runs
 from helpers.study import MODELS
+
+if TYPE_CHECKING:  # imported at run time as the plugin below, never before (pytest's rewrite)
+    from helpers.browser import Chromium, MlflowUI
+
+# the session fixtures `chromium` and `mlflow_ui`, shared with test_pipeline
+pytest_plugins = ["helpers.browser"]
 
 pytestmark = pytest.mark.slow
 
@@ -131,64 +134,22 @@ def by_name_of_run(by_name: dict, run_id: str) -> str:
     return next(name for name, r in by_name.items() if r.info.run_id == run_id)
 
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def test_mlflow_ui_shows_the_parent_and_its_stage_runs(tracked_copy: Path, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("browser")  # the worker that holds the session's Chromium and UI
+def test_mlflow_ui_shows_the_parent_and_its_stage_runs(
+    mlflow_ui: MlflowUI, chromium: Chromium, tmp_path: Path
+) -> None:
     """`mlflow ui` as `make ui` serves it; the runs URL `make ui` prints lists the parent,
     and expanding it shows the stage runs (a React app: a real browser is needed)."""
-    from playwright.sync_api import sync_playwright
-
     from ops.ui import ui_url
 
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("needs Debian's chromium at /usr/bin/chromium: run `make browser`")
-    built = tracked_copy
-    (parent,), _ = _runs(built)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            _uri(built),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its uvicorn workers go with it
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/health", proc)
-        url = ui_url(base, _uri(built))
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            name = page.get_by_text(parent.info.run_name, exact=True)
-            name.wait_for(timeout=90_000)
-            assert "/runs" in page.url  # the runs table, not the GenAI overview
-            row = page.locator('[role="row"]', has=name)
-            row.locator('button[data-component-id$="runnamecellrenderer.tsx_46"]').click()
-            page.get_by_text("train@cnn_bn", exact=True).wait_for(timeout=60_000)
-            page.screenshot(path=str(tmp_path / "runs.png"))
-            browser.close()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    (parent,), _ = _runs(mlflow_ui.repo)
+    with chromium.page(viewport={"width": 1400, "height": 900}) as page:
+        page.goto(ui_url(mlflow_ui.url, mlflow_ui.uri))
+        name = page.get_by_text(parent.info.run_name, exact=True)
+        name.wait_for(timeout=90_000)
+        assert "/runs" in page.url  # the runs table, not the GenAI overview
+        row = page.locator('[role="row"]', has=name)
+        row.locator('button[data-component-id$="runnamecellrenderer.tsx_46"]').click()
+        page.get_by_text("train@cnn_bn", exact=True).wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "runs.png"))
     assert (tmp_path / "runs.png").stat().st_size > 10_000

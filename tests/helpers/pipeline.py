@@ -23,11 +23,13 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 
 from helpers.scratch import make_scratch_repo, run
 
@@ -82,6 +84,76 @@ def build(root: Path, mnist_raw: Path) -> TinyBuild:
     ]
     assert linked == [], f"workspace outputs linked to the DVC cache: {linked[:5]}"
     return TinyBuild(repo, out.stdout, seconds)
+
+
+class SharedBuild:
+    """The tiny build, made once per test run however many pytest-xdist workers ask.
+
+    The folder ``root`` is shared by every worker of one run (the parent of their
+    base temp dirs; the base temp dir itself with ``-n 0``). Each worker starts a
+    thread that tries ``root/build.lock`` without waiting: the one that gets it builds
+    (its own tests go on meanwhile) and writes the build's description (``build.json``)
+    or why it failed (``build.error``) before letting go; the others' threads end at
+    once. :meth:`get` waits on the lock and reads what was left. A failed build is not
+    retried: every test that needs it fails with the same message. (The lock is taken
+    and released in the one thread: filelock counts its holders per thread.)"""
+
+    def __init__(self, root: Path, mnist_raw: Path) -> None:
+        self.root, self.mnist_raw = root, mnist_raw
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Build in the background now, unless another worker already does or did."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._build_if_first, daemon=True)
+            self.thread.start()
+
+    def _lock(self) -> FileLock:
+        return FileLock(self.root / "build.lock")
+
+    def _done(self) -> bool:
+        return (self.root / "build.json").exists() or (self.root / "build.error").exists()
+
+    def _build_if_first(self) -> None:
+        lock = self._lock()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return  # another worker builds
+        try:
+            if not self._done():
+                self._build()
+        finally:
+            lock.release()
+
+    def _build(self) -> None:
+        try:
+            got = build(self.root / "tiny-build", self.mnist_raw)
+            description = {"repo": str(got.repo), "log": got.log, "seconds": got.seconds}
+            tmp = self.root / "build.json.tmp"
+            tmp.write_text(json.dumps(description))
+            tmp.rename(self.root / "build.json")
+        except BaseException as exc:  # noqa: BLE001 - told to every test that needs it
+            (self.root / "build.error").write_text(f"the tiny build failed: {exc}")
+
+    def get(self) -> TinyBuild:
+        """The build, waiting for it (and building it here if nobody did)."""
+        self.start()
+        assert self.thread is not None
+        self.thread.join()
+        with self._lock():  # held by whoever builds until it is done
+            if not self._done():
+                self._build()
+            error = self.root / "build.error"
+            if error.exists():
+                raise AssertionError(error.read_text())
+            d = json.loads((self.root / "build.json").read_text())
+        return TinyBuild(Path(d["repo"]), d["log"], d["seconds"])
+
+    def finish(self) -> None:
+        """Wait for a build this process started (never leave it half-done)."""
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _link_or_copy(cache: Path):

@@ -1,4 +1,4 @@
-"""What a scratch repo's MLflow store holds, and waiting for local servers.
+"""What a scratch repo's MLflow store holds, and starting local servers on free ports.
 
 Each pipeline execution logs one parent run (tag ``run_kind`` = ``pipeline``) holding
 its stage runs (``run_kind`` = ``stage``); tests that count what a stage logged read the
@@ -7,11 +7,17 @@ stage runs, and the parents are tested in ``test_tracking_pipeline.py``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +56,136 @@ def parent_runs(repo: Path) -> list[Any]:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
+    """A loopback port nobody listens on right now (it may be taken a moment later:
+    start servers with :func:`start_server`, which tries another then)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Wait until ``url`` answers, failing at once if the server ``proc`` exits."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read()[-3000:] if proc.stderr else ""
-            raise AssertionError(f"server exited {proc.returncode}: {err}")
+# How uvicorn (`make serve`, `mlflow ui`) and Python's socket servers say it: a port that
+# was free when chosen was taken before the server bound it.
+ADDRESS_IN_USE = re.compile(r"address already in use|errno 98\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A local HTTP server that a test started, in a process group of its own."""
+
+    proc: subprocess.Popen
+    url: str  # http://127.0.0.1:PORT
+    log: Path  # its stderr
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM to the whole group (make's child, uvicorn's workers), SIGKILL if it
+        lingers past ``timeout``."""
+        _kill_group(self.proc, signal.SIGTERM)
         try:
-            urllib.request.urlopen(url, timeout=5)
-            return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
-    raise AssertionError(f"{url} did not come up in {timeout}s")
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def _kill_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _listens(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` or one of its descendants listens on ``port``."""
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in tree:
+        try:
+            conns = p.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            return True
+    return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def start_server(
+    command: Callable[[int], list[str]],
+    ready: str,
+    log: Path,
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    tries: int = 5,
+    timeout: float = 180,
+    ports: Iterable[int] | None = None,
+) -> Server:
+    """Run ``command(port)`` on a free loopback port until the path ``ready`` answers.
+
+    Up means: the process tree listens on the port and ``ready`` answers 2xx (so a
+    program that took the port meanwhile cannot pass for the server). A port chosen free
+    can be taken before the server binds it (by another worker's server, or anything
+    else): if the server exits saying its address is in use, it is started again on a
+    new port, ``tries`` times in all. Any other exit fails at once, with its stderr.
+
+    Args:
+        log: the file that receives the server's stderr (a file, not a pipe: a pipe
+            nobody reads would fill and stall a long-lived server).
+        ports: the ports to try, in order (tests of this function); by default a
+            fresh :func:`free_port` each time.
+    """
+    candidates = iter(ports) if ports is not None else (free_port() for _ in range(tries))
+    exits = []
+    for port in itertools.islice(candidates, tries):
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                command(port),
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # stop() ends its children with it
+            )
+        server = Server(proc, f"http://127.0.0.1:{port}", log)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if _listens(proc, port) and _answers(server.url + ready):
+                return server
+            if time.monotonic() > deadline:
+                server.stop()
+                raise AssertionError(
+                    f"{server.url}{ready} did not come up in {timeout}s: {log.read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        _kill_group(proc, signal.SIGTERM)  # anything it left behind
+        text = log.read_text()
+        if not ADDRESS_IN_USE.search(text):
+            raise AssertionError(f"server exited {proc.returncode}: {text[-3000:]}")
+        exits.append(port)
+    raise AssertionError(f"every port tried was in use: {exits}")
+
+
+@contextlib.contextmanager
+def running_server(
+    command: Callable[[int], list[str]], ready: str, log: Path, **kwargs: Any
+) -> Iterator[Server]:
+    """:func:`start_server`, stopped on leaving."""
+    server = start_server(command, ready, log, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def warm_servers(dvc_pid: int | None = None, *, runtime_dir: Path | None = None) -> list[int]:

@@ -90,22 +90,36 @@ def assert_stack_gone(pids: list[int], dirs: list[Path], urls: list[str]) -> Non
     assert [u for u in urls if port_open(u)] == []
 
 
+class _BodyFailed(RuntimeError):
+    """Thrown into the stack's context at the end of the session (see the fixture)."""
+
+
 @pytest.fixture(scope="session", name="stack")
 def stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ts.TeamStack]:
-    """One team stack for the session; on teardown, checks that nothing of it is left."""
+    """One team stack for the session (every team test shares it). It ends the way a
+    failing body ends it: an exception thrown into ``ts.team_stack``; the teardown then
+    checks that nothing of it is left (processes, folders, listening ports) and that the
+    exception went on to the caller."""
     with pytest.MonkeyPatch.context() as mp:
         # in-process MLflow clients (the tests' own) send no telemetry either
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         mp.setenv("DO_NOT_TRACK", "true")
         t0 = time.monotonic()
-        with ts.team_stack(tmp_path_factory.mktemp("team") / "stack") as st:
-            log.info("team stack up in %.1f s", time.monotonic() - t0)
-            pids = [p for group in st.pids().values() for p in group]
-            pg = st.services["postgres"]
-            assert isinstance(pg, ts.Postgres) and pg.cluster_dir is not None
-            dirs = [st.tmp_dir, pg.cluster_dir]
-            urls = [st.tracking_uri, st.s3_endpoint, pg.dsn]
+        context = ts.team_stack(tmp_path_factory.mktemp("team") / "stack")
+        st = context.__enter__()
+        log.info("team stack up in %.1f s", time.monotonic() - t0)
+        pids = [p for group in st.pids().values() for p in group]
+        pg = st.services["postgres"]
+        assert isinstance(pg, ts.Postgres) and pg.cluster_dir is not None
+        dirs = [st.tmp_dir, pg.cluster_dir]
+        urls = [st.tracking_uri, st.s3_endpoint, pg.dsn]
+        assert all(st.pids().values()) and all(d.exists() for d in dirs)
+        try:
             yield st
+        finally:
+            failure = _BodyFailed("the body failed")
+            passed_on = context.__exit__(_BodyFailed, failure, None) is False
+    assert passed_on, "team_stack swallowed the body's exception"
     assert_stack_gone(pids, dirs, urls)
 
 

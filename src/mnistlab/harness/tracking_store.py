@@ -2,6 +2,16 @@
 
 :class:`_Store` is the MLflow side of one stage (see :mod:`mnistlab.harness.tracking` for
 how parent runs and liveness work); :func:`tracking_uri` says where the store is.
+
+Environment:
+
+``MNISTLAB_SQLITE_BUSY_TIMEOUT``
+    Seconds a stage waits for a SQLite tracking store that another process holds locked
+    before its MLflow call fails with ``database is locked`` (one line; see
+    :mod:`mnistlab.harness.runtime`). Unset, nothing changes: MLflow's own 20 s (the
+    ``PRAGMA busy_timeout = 20000`` it sets on every session). The tests set it short to
+    meet a locked store in seconds. A value that is not a non-negative number of seconds
+    fails the stage in one line before it computes.
 """
 
 from __future__ import annotations
@@ -9,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -273,6 +285,69 @@ def _prepare_env() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    apply_busy_timeout()
+
+
+# ------------------------------------------------------------- SQLite's busy timeout
+
+BUSY_TIMEOUT_ENV = "MNISTLAB_SQLITE_BUSY_TIMEOUT"
+# What MLflow runs at the start of every session on a SQLite store.
+_BUSY_PRAGMA = re.compile(r"\s*PRAGMA\s+busy_timeout\s*=\s*\d+\s*;?\s*", re.IGNORECASE)
+_busy_listening = False
+
+
+def busy_timeout_ms(env: Mapping[str, str] | None = None) -> int | None:
+    """``MNISTLAB_SQLITE_BUSY_TIMEOUT`` in milliseconds; None when it is unset or empty.
+
+    Raises:
+        TrackingError: the value is not a non-negative number of seconds.
+    """
+    value = (os.environ if env is None else env).get(BUSY_TIMEOUT_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise TrackingError(f"{BUSY_TIMEOUT_ENV}={value!r}: not a number of seconds (>= 0)")
+    return round(seconds * 1000)
+
+
+def _set_busy_timeout(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """Rewrite MLflow's ``PRAGMA busy_timeout`` with the value the environment holds now
+    (read at each session, so unsetting it restores MLflow's own at once)."""
+    if conn.dialect.name == "sqlite" and _BUSY_PRAGMA.fullmatch(statement):
+        try:
+            ms = busy_timeout_ms()
+        except TrackingError:  # told by apply_busy_timeout; never fail a session here
+            ms = None
+        if ms is not None:
+            statement = f"PRAGMA busy_timeout = {ms};"
+    return statement, parameters
+
+
+def apply_busy_timeout() -> None:
+    """Make MLflow's SQLite sessions wait ``MNISTLAB_SQLITE_BUSY_TIMEOUT`` seconds for a
+    locked database instead of its own 20, when that variable is set; else do nothing.
+
+    MLflow sets the timeout itself (``PRAGMA busy_timeout = 20000``, at the start of every
+    session), so the only way in is to rewrite that statement: a SQLAlchemy listener on
+    every engine, added once per process and only once the variable is set.
+
+    Raises:
+        TrackingError: the value is not a non-negative number of seconds.
+    """
+    global _busy_listening
+    if busy_timeout_ms() is None or _busy_listening:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "before_cursor_execute", _set_busy_timeout, retval=True)
+    _busy_listening = True
 
 
 def _run_tags(name: str, host: str, parent_id: str | None, ex: Execution | None) -> dict:
