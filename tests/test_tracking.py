@@ -441,7 +441,11 @@ def test_a_stepped_wall_clock_does_not_make_a_live_process_gone(monkeypatch) -> 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         info = procs.proc_info(child.pid)
-        assert info is not None and procs.is_alive(child.pid, info.start)
+        deadline = time.monotonic() + 60
+        while (info is None or not info.argv) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it has exec'd: a fork not yet exec'd has no argv
+            info = procs.proc_info(child.pid)
+        assert info is not None and info.argv and procs.is_alive(child.pid, info.start)
         real = psutil.Process.create_time
         monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600.0)
         monkeypatch.setattr(time, "time", lambda: 1e10)  # the clock jumped far ahead
