@@ -212,8 +212,9 @@ def test_sigterm_to_a_warm_launcher_reaches_its_worker(
         out, _ = dvc.communicate(timeout=60)
     finally:
         dvc.kill()
-    (arch_rc, _), (train_rc, train_err) = (json.loads(x) for x in out.splitlines())
-    assert arch_rc == 0 and train_rc == 130, train_err
+    (arch_rc, arch_err), (train_rc, train_err) = (json.loads(x) for x in out.splitlines())
+    assert arch_rc == 0, arch_err
+    assert train_rc == 130, train_err
     assert "interrupted; no partial outputs were kept" in train_err
     killed = stage_runs(project, "train@cnn")[-1]
     assert killed.info.status == "KILLED" and killed.data.tags["warm"] == "true"

@@ -27,11 +27,23 @@ EXPERIMENT = "mnistlab"
 
 
 def all_runs(repo: Path) -> list[Any]:
-    """Every run of the project's experiment in ``repo/mlflow.db``, oldest first."""
+    """Every run of the project's experiment in ``repo/mlflow.db``, oldest first.
+
+    Reading never creates the store, and waits while a stage creates it: MLflow's
+    first client of a new SQLite file creates its tables, and two doing that at once
+    make one of them fail (a test polling for a stage's run made that stage exit 1).
+    """
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    exp = client.get_experiment_by_name(EXPERIMENT)
+    from mnistlab.harness.tracking_store import _store_lock
+
+    db = repo / "mlflow.db"
+    if not db.exists():
+        return []
+    uri = f"sqlite:///{db}"
+    with _store_lock(uri):
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return []
     return client.search_runs(
