@@ -269,15 +269,16 @@ def remote_exp_commits(git_url: str, baseline: str, cwd: Path | str = ".") -> di
 
 
 def headline(repo: Path, rev: str) -> dict[str, float]:
-    """The headline numbers (test accuracy, PGD/strong robust accuracy) in ``rev``'s
-    metrics, as the pipeline parent run shows them (harness.tracking.headline_metrics)."""
+    """The headline numbers (training minutes, test accuracy, PGD/strong/standard-budget
+    robust accuracy) in ``rev``'s metrics, as the pipeline parent run shows them
+    (harness.tracking.headline_metrics)."""
     from mnistlab.harness.tracking import headline_metrics
 
     files = _sh(["git", "ls-tree", "-r", "--name-only", rev, "metrics/"], cwd=repo).split()
     out: dict[str, float] = {}
     for f in files:
         parts = Path(f).with_suffix("").parts  # metrics/<kind>/<item>.json
-        if len(parts) != 3 or parts[1] not in ("evaluate", "attack"):
+        if len(parts) != 3 or parts[1] not in ("train", "evaluate", "attack"):
             continue
         data = json.loads(_sh(["git", "show", f"{rev}:{f}"], cwd=repo))
         out.update(headline_metrics(f"{parts[1]}@{parts[2]}", data))

@@ -74,6 +74,16 @@ LIMITS = [
         {"attacks": {"noise": {"n_transfer_same": 0, "n_transfer_other": 0}}},
         "attacks.noise.n_transfer_same: n_transfer_same + n_transfer_other must be at least 1",
     ),
+    (
+        {"attacks": {"strong": {"standard": {"eps": [0.2]}}}},
+        "attacks.strong.standard.eps: 0.2 not in eps (0.1, 0.3)",
+    ),
+    ({"attacks": {"strong": {"standard": {"n_targets": 10}}}}, "attacks.strong.standard.n_targets:"),
+    (
+        {"models": {"cnn_adv": {"adversarial": {"method": "mart"}}}},
+        "models.cnn_adv.adversarial.method: Input should be 'pgd', 'fgsm_rs' or 'trades'",
+    ),
+    ({"models": {"cnn_adv": {"adversarial": {"beta": -1}}}}, "models.cnn_adv.adversarial.beta:"),
 ]
 
 

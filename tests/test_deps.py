@@ -14,6 +14,7 @@ log-line fix would rerun the study).
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -81,18 +82,27 @@ def test_every_stage_declares_its_code() -> None:
     assert len(STAGES) >= 20
 
 
+@functools.cache
+def _imports(cmd: str, reads_checkpoint: bool) -> frozenset[Path]:
+    entries, args = stage_args(cmd, reads_checkpoint)
+    return frozenset(imported_files(REPO, entries, args) - IMPLICIT)
+
+
 @pytest.mark.parametrize(("name", "cmd", "deps", "reads_checkpoint"), ALL, ids=[s[0] for s in ALL])
 def test_stage_imports_only_what_it_declares(
     name: str, cmd: str, deps: list[Path], reads_checkpoint: bool
 ) -> None:
-    entries, args = stage_args(cmd, reads_checkpoint)
-    files = imported_files(REPO, entries, args) - IMPLICIT
+    files = _imports(cmd, reads_checkpoint)
     undeclared = sorted(str(f.relative_to(REPO)) for f in files if not covered(f, deps))
     assert not undeclared, f"{name} imports code it does not declare: {undeclared}"
+    # A matrix (`attack@<form>-<model>`) has one deps list for all its items, DVC's
+    # limit: a core file one form imports (core/autopgd.py: strong) is declared by all.
+    siblings = [s for s in ALL if s[0].split("@")[0] == name.split("@")[0]]
+    in_matrix = set().union(*(_imports(s[1], s[3]) for s in siblings)) if "@" in name else files
     unused = sorted(
         str(d.relative_to(REPO))
         for d in deps
-        if not any(f == d or f.is_relative_to(d) for f in files)
+        if not any(f == d or f.is_relative_to(d) for f in in_matrix)
     )
     assert not unused, f"{name} declares code it never imports: {unused}"
 

@@ -25,7 +25,7 @@ from mnistlab.attacks.strong.apgd import (
     strong_attack_fn,
 )
 from mnistlab.core.tensors import predict
-from mnistlab.train.adversarial import eps_at, perturb, pgd_accuracy
+from mnistlab.train.adversarial import apgd_ce_accuracy, eps_at, perturb, trades_loss
 
 
 @pytest.fixture(scope="session")
@@ -282,7 +282,7 @@ def test_eps_at_ramp() -> None:
     assert eps_at(0, steps_per_epoch=10, eps=0.3, ramp_epochs=0) == 0.3
 
 
-@pytest.mark.parametrize("method", ["pgd", "fgsm_rs"])
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "trades"])
 @pytest.mark.parametrize("bn", ["running", "batch"])
 def test_perturb_contract(method: str, bn: str) -> None:
     torch.manual_seed(0)
@@ -325,8 +325,8 @@ def two_feature_data(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     return x.clamp(0, 1)[:, None], y
 
 
-@pytest.mark.parametrize("method", ["pgd", "fgsm_rs"])
-def test_adversarial_training_raises_pgd_accuracy(method: str) -> None:
+@pytest.mark.parametrize("method", ["pgd", "fgsm_rs", "trades"])
+def test_adversarial_training_raises_robust_accuracy(method: str) -> None:
     eps, steps, spe = 0.15, 150, 15
     results = {}
     for mode in ("natural", method):
@@ -341,21 +341,80 @@ def test_adversarial_training_raises_pgd_accuracy(method: str) -> None:
             xb, yb = xtr[i], ytr[i]
             if mode != "natural":
                 e = eps_at(step, steps_per_epoch=spe, eps=eps, ramp_epochs=2)
-                xb = perturb(model, xb, yb, eps=e, method=method, steps=5, generator=g)
-            loss = F.cross_entropy(model(xb), yb)
+                xa = perturb(model, xb, yb, eps=e, method=method, steps=5, generator=g)
+                if method == "trades":
+                    loss = trades_loss(model, xb, xa, yb, beta=6.0)
+                else:
+                    loss = F.cross_entropy(model(xa), yb)
+            else:
+                loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
         results[mode] = (
             acc(model, xte, yte),
-            pgd_accuracy(
-                model, xte, yte, eps=eps, steps=20, step_ratio=0.1, generator=gen(9), batch_size=128
-            ),
+            apgd_ce_accuracy(model, xte, yte, eps=eps, n_iter=20, generator=gen(9), batch_size=128),
         )
     nat_clean, nat_pgd = results["natural"]
     adv_clean, adv_pgd = results[method]
     assert nat_clean > 0.95 and nat_pgd < 0.3  # accurate but brittle
     assert adv_pgd > 0.8 and adv_pgd > nat_pgd + 0.5  # the patch survives eps 0.15
+
+
+def test_trades_loss_is_its_formula() -> None:
+    """``CE(f(x), y) + beta * KL(p(x) || p(x'))``, batch means, written out by hand; and
+    its gradient reaches the parameters through both predictions."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    x = torch.rand(5, 1, 28, 28, generator=gen(1))
+    x_adv = (x + 0.3 * (2 * torch.rand(x.shape, generator=gen(2)) - 1)).clamp(0, 1)
+    y = torch.tensor([0, 3, 3, 7, 9])
+    for beta in (0.0, 1.0, 6.0):
+        got = trades_loss(model, x, x_adv, y, beta=beta)
+        with torch.no_grad():
+            p = torch.softmax(model(x), 1)
+            q = torch.softmax(model(x_adv), 1)
+            ce = -torch.log(p[torch.arange(5), y])
+            kl = (p * (torch.log(p) - torch.log(q))).sum(1)
+            want = ce.mean() + beta * kl.mean()
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+    got.backward()
+    w = model[1].weight.grad
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    assert not torch.allclose(w, model[1].weight.grad)  # the KL term adds its own
+
+
+def test_trades_perturbation_ascends_the_kl() -> None:
+    """TRADES crafts away from the clean prediction: the KL grows with more steps, from a
+    start that is almost the clean image, and never needs the label."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    x = torch.rand(32, 1, 28, 28, generator=gen(1))
+    y = torch.randint(0, 10, (32,), generator=gen(2))
+
+    def kl(adv: Tensor) -> float:
+        with torch.no_grad():
+            return float(
+                F.kl_div(
+                    F.log_softmax(model(adv), 1),
+                    F.log_softmax(model(x), 1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+            )
+
+    start = perturb(model, x, y, eps=0.3, method="trades", steps=0, generator=gen(3))
+    assert float(linf(start, x).max()) < 0.01 and kl(start) < 1e-3
+    kls = [
+        kl(perturb(model, x, y, eps=0.3, method="trades", steps=k, generator=gen(3)))
+        for k in (1, 5)
+    ]
+    assert kl(start) < kls[0] < kls[1]
+    other = perturb(model, x, (y + 1) % 10, eps=0.3, method="trades", steps=5, generator=gen(3))
+    assert torch.equal(
+        other, perturb(model, x, y, eps=0.3, method="trades", steps=5, generator=gen(3))
+    )
 
 
 # --------------------------------------------------------------------------- ART
@@ -436,3 +495,81 @@ def test_worst_case_adds_square_on_what_apgd_left(blob_model: nn.Module, blob_te
         model, x, y, eps=0.1, cfg=cfg.model_copy(update={"square_queries": 0}), gen=gen(3)
     )
     assert torch.equal(off["strong"], off["apgd"]) and int(off["square_queries"].sum()) == 0
+
+
+def test_standard_budget_continues_on_what_the_cheaper_left(
+    blob_model: nn.Module, blob_test
+) -> None:
+    """AutoAttack's standard budget runs after the cheaper ensemble, only on what it left:
+    APGD-T on the further target classes, then a fresh Square run; only at its own eps."""
+    from helpers.params import REPO
+    from mnistlab.attacks.strong import worst_case
+    from mnistlab.core.config import load_params
+
+    x, y = blob_test
+
+    class Masked(nn.Module):  # gradients stall (see above): Square's budget tells
+        def forward(self, v: Tensor) -> Tensor:
+            return blob_model(torch.round(v * 8) / 8)
+
+    model = Masked()
+    base = load_params(REPO / "params.yaml").attacks.strong
+    small = {"pgd_steps": 10, "n_iter": 20, "n_targets": 1, "batch_size": 25, "square_queries": 10}
+    std = base.standard.model_copy(update={"eps": [0.1], "n_targets": 9, "square_queries": 300})
+    cfg = base.model_copy(update={**small, "eps": [0.1, 0.09], "standard": std})
+    ok = worst_case(model, x, y, eps=0.1, cfg=cfg, gen=gen(3))
+    chain = [ok[k] for k in ("clean", "pgd", "apgd", "strong", "standard_apgd", "standard")]
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert bool((before | ~after).all())  # robust after -> robust before
+    assert 0 < int(ok["standard"].sum()) < int(ok["strong"].sum())  # it found more
+    # the same cheaper chain as without it: the standard budget only adds
+    off = cfg.model_copy(update={"standard": std.model_copy(update={"eps": []})})
+    alone = worst_case(model, x, y, eps=0.1, cfg=off, gen=gen(3))
+    assert "standard" not in alone and torch.equal(alone["strong"], ok["strong"])
+    assert "standard" not in worst_case(model, x, y, eps=0.09, cfg=cfg, gen=gen(3))
+
+
+def test_first_target_skips_the_targets_already_attacked(blob_model: nn.Module, blob_test) -> None:
+    x, y = blob_test
+    clean = predict(blob_model, x) == y
+    none_left = strong_attack(
+        blob_model,
+        x,
+        y,
+        eps=0.3,
+        n_iter=10,
+        n_restarts=0,
+        n_targets=2,
+        first_target=2,
+        generator=gen(),
+    )
+    assert torch.equal(none_left.robust, clean)  # no attack ran
+    last = strong_attack(
+        blob_model,
+        x,
+        y,
+        eps=0.08,
+        n_iter=20,
+        n_restarts=0,
+        n_targets=3,
+        first_target=2,
+        generator=gen(),
+    )
+    first = strong_attack(
+        blob_model, x, y, eps=0.08, n_iter=20, n_restarts=0, n_targets=1, generator=gen()
+    )
+    assert last.robust_accuracy < clean.float().mean()
+    assert not torch.equal(last.robust, first.robust)  # another target class, other images
+
+
+def test_params_standard_budget_is_autoattacks() -> None:
+    """What README and the report set beside AutoAttack's table is measured at its standard
+    budget: APGD-CE with 1 restart of 100 iterations, APGD-T on 9 targets, Square with 5,000
+    queries, at eps 0.3 (Croce and Hein 2020, ``version='standard'``)."""
+    from helpers.params import REPO
+    from mnistlab.core.config import load_params
+
+    strong = load_params(REPO / "params.yaml").attacks.strong
+    assert strong.n_iter == 100 and strong.n_restarts >= 1
+    assert strong.standard.n_targets == 9 and strong.standard.square_queries == 5000
+    assert 0.3 in strong.standard.eps and strong.n_images >= 1000

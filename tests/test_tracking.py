@@ -299,8 +299,14 @@ def test_headline_metrics() -> None:
     assert headline_metrics("attack@strong-cnn_adv", strong) == {
         "robust_accuracy.strong.cnn_adv.0.1": 0.8
     }
+    strong["standard"] = {"robust_accuracy": {"0.3": 0.4}, "gap": {"0.3": 0.1}}
+    assert headline_metrics("attack@strong-cnn_adv", strong) == {
+        "robust_accuracy.strong.cnn_adv.0.1": 0.8,
+        "robust_accuracy.standard.cnn_adv.0.3": 0.4,
+    }
     assert headline_metrics("attack@fgsm-cnn", pgd) == {}
     assert headline_metrics("train@cnn", {"val_accuracy": 0.9}) == {}
+    assert headline_metrics("train@cnn", {"train_seconds": 333.0}) == {"train_minutes.cnn": 5.55}
 
 
 # --------------------------------------------------------------------------- executions

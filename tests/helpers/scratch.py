@@ -96,6 +96,7 @@ TINY = {
             "pgd_steps": 5,
             "n_iter": 10,
             "square_queries": 100,
+            "standard": {"square_queries": 200},  # eps 0.3, 9 targets: the shipped budget's shape
             "min_eps": {"n_images": 10, "tol": 0.05},
         },
     },

@@ -33,14 +33,16 @@ class DataParams(_Section):
 class AdversarialParams(_Section):
     """Adversarial training against L-inf perturbations (Madry et al. 2018; Wong et al. 2020)."""
 
-    method: Literal["pgd", "fgsm_rs"]  # PGD with random start, or FGSM with random start
+    # PGD or FGSM with a random start, or TRADES (clean CE + beta * KL to the crafted point)
+    method: Literal["pgd", "fgsm_rs", "trades"]
     eps: Pixel  # the radius trained for (pixels in [0, 1])
     steps: Annotated[int, Field(gt=0, le=100)]  # PGD steps per batch (fgsm_rs: 1)
     step_ratio: Annotated[float, Field(gt=0, le=2.5)]  # step size = step_ratio * eps
     # eps grows linearly from 0 over the first ramp_epochs epochs
     ramp_epochs: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
-    check_images: PosInt  # held-out images scored under PGD after every epoch
-    check_steps: Annotated[int, Field(gt=0, le=1000)]  # PGD steps of that check
+    beta: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]  # TRADES' KL weight
+    check_images: PosInt  # held-out images scored under APGD-CE after every epoch
+    check_steps: Annotated[int, Field(gt=0, le=1000)]  # APGD-CE iterations of that check
 
 
 class TrainParams(_Section):

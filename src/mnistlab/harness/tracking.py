@@ -97,21 +97,30 @@ HEADLINE_FORMS = ("pgd", "strong")
 def headline_metrics(stage: str, metrics: Mapping[str, Any]) -> dict[str, float]:
     """The few numbers of a stage worth seeing on its pipeline's parent run.
 
-    ``evaluate@<m>`` gives ``test_accuracy.<m>``; ``attack@pgd-<m>`` and
-    ``attack@strong-<m>`` give ``robust_accuracy.<form>.<m>.<eps>`` at eps 0.1 and 0.3;
+    ``evaluate@<m>`` gives ``test_accuracy.<m>``; ``train@<m>`` gives
+    ``train_minutes.<m>``; ``attack@pgd-<m>`` and ``attack@strong-<m>`` give
+    ``robust_accuracy.<form>.<m>.<eps>`` at eps 0.1 and 0.3, and the strong form also
+    ``robust_accuracy.standard.<m>.<eps>`` where it ran AutoAttack's standard budget;
     other stages give nothing.
     """
     kind, _, item = stage.partition("@")
     if kind == "evaluate" and isinstance(metrics.get("test_accuracy"), (int, float)):
         return {f"test_accuracy.{item}": float(metrics["test_accuracy"])}
+    if kind == "train" and isinstance(metrics.get("train_seconds"), (int, float)):
+        return {f"train_minutes.{item}": round(float(metrics["train_seconds"]) / 60, 2)}
     form, _, model = item.partition("-")
     if kind != "attack" or form not in HEADLINE_FORMS:
         return {}
-    curve = metrics.get("robust_accuracy", {})
+    curves = {form: metrics.get("robust_accuracy", {})}
     if form == "strong":
-        curve = curve.get("strong", {})  # the worst case over the ensemble
+        # the worst case over the ensemble, and over AutoAttack's standard budget
+        curves = {
+            "strong": curves["strong"].get("strong", {}),
+            "standard": metrics.get("standard", {}).get("robust_accuracy", {}),
+        }
     return {
-        f"robust_accuracy.{form}.{model}.{eps}": float(curve[eps])
+        f"robust_accuracy.{name}.{model}.{eps}": float(curve[eps])
+        for name, curve in curves.items()
         for eps in HEADLINE_EPS
         if isinstance(curve.get(eps), (int, float))
     }

@@ -69,7 +69,7 @@ class TrainResult:
     val_accuracy: list[float]
     seconds_per_epoch: list[float]
     steps_per_epoch: int
-    # Adversarial training only: PGD accuracy on held-out images after each epoch.
+    # Adversarial training only: APGD-CE accuracy on held-out images after each epoch.
     val_robust_steps: list[int] = dataclasses.field(default_factory=list)
     val_robust_accuracy: list[float] = dataclasses.field(default_factory=list)
     best_epoch: int = 0  # the epoch whose weights were kept (0: the last one)
@@ -146,8 +146,9 @@ def train_model(
     steps); validation loss and accuracy every ``cfg.val_every`` steps and at the end
     of every epoch. With ``cfg.adversarial`` every batch is replaced by adversarial
     examples crafted against the current model (eps ramped up over the first epochs);
-    after each epoch PGD accuracy on a held-out subset is measured, and the weights of
-    the best epoch by it are kept: a guard against catastrophic overfitting, where
+    after each epoch APGD-CE accuracy (the strong evaluation's first member, not the
+    attack trained against) on a held-out subset is measured, and the weights of the
+    best epoch by it are kept: a guard against catastrophic overfitting, where
     FGSM-trained models suddenly lose all PGD robustness.
 
     Raises:
@@ -199,7 +200,7 @@ def train_model(
                 eps = adversarial.eps_at(
                     step, steps_per_epoch=steps_per_epoch, eps=adv.eps, ramp_epochs=adv.ramp_epochs
                 )
-                x = adversarial.perturb(
+                x_adv = adversarial.perturb(
                     model,
                     x,
                     train_y[idx],
@@ -209,7 +210,12 @@ def train_model(
                     step_ratio=adv.step_ratio,
                     generator=adv_gen,
                 )
-            loss = F.cross_entropy(model(x), train_y[idx])
+                if adv.method == "trades":
+                    loss = adversarial.trades_loss(model, x, x_adv, train_y[idx], beta=adv.beta)
+                else:
+                    loss = F.cross_entropy(model(x_adv), train_y[idx])
+            else:
+                loss = F.cross_entropy(model(x), train_y[idx])
             if not math.isfinite(loss.item()):
                 raise TrainingError(
                     f"{desc}: the training loss became {loss.item()} at step "
@@ -237,13 +243,12 @@ def train_model(
         validate(step)
         if adv is not None:
             n = min(adv.check_images, len(val_x))
-            robust = adversarial.pgd_accuracy(
+            robust = adversarial.apgd_ce_accuracy(
                 model,
                 to_pixels(val_x[:n].to(device)),
                 val_y[:n].to(device),
                 eps=adv.eps,
-                steps=adv.check_steps,
-                step_ratio=2.5 / adv.check_steps,
+                n_iter=adv.check_steps,
                 generator=adv_gen,
             )
             res.val_robust_steps.append(step)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from mnistlab.attacks.common.selection import mean
-from mnistlab.attacks.strong.autopgd import Loss, apgd
 from mnistlab.attacks.strong.min_eps import RobustFn
+from mnistlab.core.autopgd import Loss, apgd
 from mnistlab.core.tensors import as_eps, batches, frozen, predict
 
 ATTACKS = ("apgd_ce", "apgd_dlr_t")
@@ -99,6 +99,7 @@ def strong_attack(
     n_iter: int = 100,
     n_restarts: int = 1,
     n_targets: int = 3,
+    first_target: int = 0,
     batch_size: int = 500,
     generator: torch.Generator,
     cascade: bool = True,
@@ -119,6 +120,8 @@ def strong_attack(
         eps: L-inf radius, float or ``(N,)``; ``eps == 0`` gives clean correctness.
         n_iter: APGD iterations per run. n_restarts: APGD-CE runs.
         n_targets: target classes for APGD-T (one run each; capped at ``C - 1``).
+        first_target: skip the first this many of them, already attacked (a larger
+            budget continuing a smaller one: ``n_restarts=0, first_target=k``).
         generator: random starts, drawn in a fixed order for a fixed input.
         cascade: ``True`` (cheap): APGD-T only attacks the images APGD-CE left
             robust, and ``robust_by_attack["apgd_dlr_t"]`` is the robustness after
@@ -160,7 +163,7 @@ def strong_attack(
             dlr = ce.clone() if cascade else ok.clone()
             k = min(n_targets, logits.shape[1] - 1)
             targets = _top_other_classes(logits, ys, k)  # (B, k)
-            for j in range(k):
+            for j in range(first_target, k):
                 dlr = _attack_subset(mask=dlr, loss="dlr_t", target=targets[:, j], **run)
             clean[sl], rob["apgd_ce"][sl], rob["apgd_dlr_t"][sl] = ok, ce, dlr
     robust = clean & rob["apgd_ce"] & rob["apgd_dlr_t"]

@@ -1,7 +1,8 @@
 """Auto-PGD itself (Croce and Hein 2020, Algorithm 1): one L-inf run from one uniform
 random start, with per-image step sizes, checkpoints and early stopping.
 
-Conventions as in :mod:`mnistlab.attacks.strong.apgd`.
+Conventions as in :mod:`mnistlab.attacks.strong.apgd`. In core because adversarial training
+checks each epoch with it (train imports no attack package).
 """
 
 from __future__ import annotations
