@@ -78,7 +78,10 @@ LIMITS = [
         {"attacks": {"strong": {"standard": {"eps": [0.2]}}}},
         "attacks.strong.standard.eps: 0.2 not in eps (0.1, 0.3)",
     ),
-    ({"attacks": {"strong": {"standard": {"n_targets": 10}}}}, "attacks.strong.standard.n_targets:"),
+    (
+        {"attacks": {"strong": {"standard": {"n_targets": 10}}}},
+        "attacks.strong.standard.n_targets:",
+    ),
     (
         {"models": {"cnn_adv": {"adversarial": {"method": "mart"}}}},
         "models.cnn_adv.adversarial.method: Input should be 'pgd', 'fgsm_rs' or 'trades'",
