@@ -20,7 +20,6 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from ops.team_stack import free_port
 
 START_TIMEOUT_S = 120
 REGISTER_S = 60  # a worker node's time to register before it is started again
@@ -85,12 +86,6 @@ def _procs(pids: list[int]) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
             out.append(psutil.Process(pid))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray() -> str:

@@ -170,6 +170,8 @@ def attack_metrics(s: Sentinels, i: int, m: str, forms: tuple[str, ...]) -> dict
                 },
                 # the last model: half the images never flip up to the search ceiling
                 "min_eps": {"hi": 0.5, "median": None if i == 2 else s()},
+                # AutoAttack's standard budget, the number set beside its table
+                "standard": {"robust_accuracy": {"0.3": s()}},
             }
         elif form in report.known_forms():  # the class images, targeted attack, noise
             out[f"attack/{form}-{m}"] = {"success_rate": s(), "mean_confidence": s()}

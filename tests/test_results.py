@@ -27,6 +27,7 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
             "robust_accuracy": {"strong": {"0.1": 0.95, "0.3": 0.871}, "gap": {"0.3": 0.02}},
             "min_eps": {"q1": 0.25, "median": 0.3125, "q3": None},
             "square": {"queries": 1000, "broken": {"0.1": 0, "0.3": 3}},
+            "standard": {"robust_accuracy": {"0.3": 0.866}, "gap": {"0.3": 0.005}},
         },
     )
     _write(
@@ -57,6 +58,9 @@ def test_table_reads_each_metric_from_its_file(tmp_path: Path) -> None:
     assert gap.split(" | ")[3] == "- / 2.0%"
     square = rows["of those the gradient attacks left, Square broke (images), eps 0.1 / 0.3"]
     assert square.split(" | ")[1:4] == ["-", "-", "0 / 3 (1,000 queries)"]
+    std = "AutoAttack's standard budget (APGD-T on 9 targets, Square 5,000 queries) on what the "
+    std += "ensemble left, eps 0.3: robust accuracy (points below the ensemble's)"
+    assert rows[std].split(" | ")[1:4] == ["-", "-", "86.6% (0.5)"]
     flips = rows["smallest eps that flips an image: median [q1, q3]"].split(" | ")[3]
     assert flips == "0.312 [0.250, -]"  # q3 null: a quarter of the images never flipped
     black = rows["deletion AUC, black fill: best method vs random order (lower is better)"]

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -340,3 +341,57 @@ def _landed(repo: Path, names: list[str]) -> list:
 def test_the_shipped_grids_are_valid(path: Path) -> None:
     grid = sweep.load_grid(path, REPO / "params.yaml")
     assert grid.variants and grid.swept
+
+
+# --------------------------------------------------------------------------- the Pareto front
+
+
+def _result(name: str, minutes: float, robust: float, clean: float, **extra: Any) -> dict:
+    metrics = {
+        "train_minutes.cnn_adv": minutes,
+        "robust_accuracy.standard.cnn_adv.0.3": robust,
+        "test_accuracy.cnn_adv": clean,
+    }
+    overrides = {"models.cnn_adv.adversarial.method": "pgd", "models.cnn_adv.epochs": int(minutes)}
+    return {"name": name, "status": "done", "overrides": overrides, "metrics": metrics} | extra
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_both_axes() -> None:
+    from ops import pareto
+
+    results = [
+        _result("slow-weak", 9.0, 0.90, 0.99),  # beaten by fast-strong on both
+        _result("fast-weak", 5.0, 0.89, 0.99),
+        _result("fast-strong", 6.0, 0.92, 0.98),
+        _result("slowest-best", 12.0, 0.93, 0.99),
+        _result("tie", 6.0, 0.92, 0.97),  # equal to fast-strong: neither beats the other
+        _result("failed", 1.0, 0.99, 0.99, status="failed"),
+    ]
+    assert pareto.front(pareto.points(results)) == {
+        "fast-weak",
+        "fast-strong",
+        "tie",
+        "slowest-best",
+    }
+    rows = pareto.table(results).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == ["**5.0**", "**6.0**", "**6.0**", "9.0", "**12.0**"]
+    assert len(rows) == 5 and "failed" not in pareto.table(results)
+    assert rows[0] == "| **method pgd, epochs 5** | **5.0** | **89.0%** | **99.00%** | yes |"
+    assert rows[3] == "| method pgd, epochs 9 | 9.0 | 90.0% | 99.00% |  |"
+
+
+def test_pareto_tables_in_the_docs_are_the_committed_results() -> None:
+    """README's and BENCHMARKS' front is the one sweeps/results/<sweep>.json gives; after
+    a sweep, regenerate with `python -m ops.pareto sweeps/results/<sweep>.json --write
+    README.md BENCHMARKS.md bench/notes.md`."""
+    from ops import pareto
+
+    shown = 0
+    for path in sorted((REPO / "sweeps" / "results").glob("*.json")):
+        results = json.loads(path.read_text())
+        for doc in ("README.md", "BENCHMARKS.md", "bench/notes.md"):
+            text = (REPO / doc).read_text()
+            if pareto.markers(path.stem)[0] in text:
+                assert pareto.block(text, path.stem) == pareto.table(results), (doc, path.name)
+                shown += 1
+    assert shown >= 3  # the robust sweep's front, in each

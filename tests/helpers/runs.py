@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from ops.team_stack import free_port  # one copy: a loopback port free a moment ago
 
 EXPERIMENT = "mnistlab"
 
@@ -65,14 +66,6 @@ def stage_runs(repo: Path, name: str | None = None) -> list[Any]:
 def parent_runs(repo: Path) -> list[Any]:
     """The parent runs, one per pipeline execution, oldest first."""
     return [r for r in all_runs(repo) if is_parent(r)]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (it may be taken a moment later:
-    start servers with :func:`start_server`, which tries another then)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # How uvicorn (`make serve`, `mlflow ui`) and Python's socket servers say it: a port that
@@ -155,7 +148,7 @@ def start_server(
         log: the file that receives the server's stderr (a file, not a pipe: a pipe
             nobody reads would fill and stall a long-lived server).
         ports: the ports to try, in order (tests of this function); by default a
-            fresh :func:`free_port` each time.
+            fresh :func:`free_port` each time (it may be taken between choosing and binding).
     """
     candidates = iter(ports) if ports is not None else (free_port() for _ in range(tries))
     exits = []
