@@ -515,9 +515,16 @@ def run_sweep(
     retries: int = 2,
     out_dir: Path | None = None,
     echo: Any = print,
+    keep: Sequence[str] = (),
 ) -> list[VariantResult]:
     """Submit every variant as one Ray task (a task whose experiment the remote already
-    holds reads it back instead of running it); write the table."""
+    holds reads it back instead of running it); write the table.
+
+    Args:
+        keep: other variants of the grid whose rows of the results file already written
+            stay in it, first, in this order (``--only``: a variant added to a grid later
+            runs alone, at its own commit, and joins the earlier ones' table).
+    """
     import ray
 
     run_id = sweep_run(place, grid)
@@ -565,8 +572,12 @@ def run_sweep(
         pull = [dvc, "exp", "pull", "-r", place.dvc_remote, place.git_url, *ok]
         if place.git_url != str(place.root):
             _sh(pull, cwd=place.root)
-    md, text = table(grid, ordered)
     out_dir = out_dir or place.root / "sweeps" / "results"
+    earlier = out_dir / f"{grid.name}.json"
+    if keep and earlier.is_file():
+        rows = {r["name"]: r for r in json.loads(earlier.read_text())}
+        ordered = [VariantResult(**rows[k]) for k in keep if k in rows] + ordered
+    md, text = table(grid, ordered)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{grid.name}.md").write_text(md)
     (out_dir / f"{grid.name}.csv").write_text(text)
@@ -606,12 +617,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus-per-task", type=int, default=1)
     ap.add_argument("--retries", type=int, default=2, help="retries after a lost node or worker")
     ap.add_argument("--first", type=int, help="run only the grid's first N variants (a check)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these variants; the results file keeps the others' rows",
+    )
     args = ap.parse_args(argv)
     root = Path(_sh(["git", "rev-parse", "--show-toplevel"], cwd=Path.cwd()).strip())
+    keep: list[str] = []
     try:
         grid = load_grid(args.grid, root / "params.yaml")
         if args.first:
             grid = replace(grid, variants=grid.variants[: args.first])
+        if args.only:
+            names = [v.name for v in grid.variants]
+            unknown = [n for n in args.only if n not in names]
+            if unknown:
+                raise SweepError(
+                    f"{args.grid}: no variant {unknown[0]} (it has {', '.join(names)})"
+                )
+            keep = [n for n in names if n not in args.only]
+            grid = replace(grid, variants=[v for v in grid.variants if v.name in args.only])
         place = locate(root, args.git_remote, args.dvc_remote)
         check_baseline(place, grid.targets)
     except (SweepError, RuntimeError) as err:
@@ -619,7 +646,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     where = os.environ.get("RAY_ADDRESS") or "an embedded Ray on this machine"
     print(f"sweep {grid.name}: {len(grid.variants)} variants of {place.commit[:7]} on {where}")
-    results = run_sweep(grid, place, args.cpus_per_task, args.retries)
+    try:
+        results = run_sweep(grid, place, args.cpus_per_task, args.retries, keep=keep)
+    except KeyboardInterrupt:
+        print(
+            f"sweep {grid.name}: interrupted; the variants already pushed stay on the remote "
+            "(the same command reads them back)",
+            file=sys.stderr,
+        )
+        return 130
     return EXIT_FAILED if any(r.status == "failed" for r in results) else 0
 
 

@@ -395,3 +395,9 @@ def test_pareto_tables_in_the_docs_are_the_committed_results() -> None:
                 assert pareto.block(text, path.stem) == pareto.table(results), (doc, path.name)
                 shown += 1
     assert shown >= 3  # the robust sweep's front, in each
+
+
+def test_only_names_a_variant_of_the_grid(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = sweep.main([str(REPO / "sweeps" / "robust.yaml"), "--only", "robust-00000000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no variant robust-00000000 (it has robust-" in err, err
