@@ -233,7 +233,7 @@ def test_a_sweep_of_an_unbuilt_clone_stops_before_ray(tmp_path: Path, mnist_raw:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "is not built" in proc.stderr and "run `make repro` here" in proc.stderr
-    assert not (repo / "sweeps" / "results").exists()
+    assert not (repo / "sweeps" / "results" / "lr.json").exists()  # nothing written
 
 
 def _env() -> dict[str, str]:

@@ -75,7 +75,13 @@ def test_one_parent_holds_every_stage_run(built: Path, tiny_build: TinyBuild) ->
             assert metrics[f"robust_accuracy.strong.{m}.{eps}"] == pytest.approx(
                 strong["robust_accuracy"]["strong"][eps]
             )
-    assert len(metrics) == 5 * len(MODELS)
+        # AutoAttack's standard budget, at eps 0.3 only
+        assert metrics[f"robust_accuracy.standard.{m}.0.3"] == pytest.approx(
+            strong["standard"]["robust_accuracy"]["0.3"]
+        )
+        tr = json.loads((built / f"metrics/train/{m}.json").read_text())
+        assert metrics[f"train_minutes.{m}"] == pytest.approx(tr["train_seconds"] / 60, abs=0.01)
+    assert len(metrics) == 7 * len(MODELS)
 
     for r in children:  # liveness and threads, on every stage run
         assert r.data.tags["host"] and int(r.data.tags["pid"]) > 0
